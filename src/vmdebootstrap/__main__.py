@@ -1,0 +1,3 @@
+from vmdebootstrap.cli import main
+
+raise SystemExit(main())

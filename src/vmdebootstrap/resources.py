@@ -1,0 +1,284 @@
+"""Resources a build holds, each a context manager for one ExitStack.
+
+Teardown reads the real mount table (/proc/self/mountinfo) and unmounts
+deepest first; it never guesses and never sleeps.  Trees are removed only
+when nothing is mounted below them, and removal never crosses into another
+filesystem, so a forgotten bind mount of the host's /dev cannot be emptied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vmdebootstrap.errors import BuildError
+from vmdebootstrap.run import Runner
+
+log = logging.getLogger("vmdebootstrap")
+
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal.
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points(mountinfo: str | None = None) -> list[str]:
+    """All mount points, in the order the kernel lists them."""
+    if mountinfo is None:
+        mountinfo = MOUNTINFO.read_text()
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4:
+            points.append(_unescape(fields[4]))
+    return points
+
+
+def mounts_under(path: str | os.PathLike[str], mountinfo: str | None = None) -> list[str]:
+    """Mount points at or below ``path``, deepest (and latest) first."""
+    base = os.path.realpath(path)
+    found = [
+        p for p in mount_points(mountinfo) if p == base or p.startswith(base.rstrip("/") + "/")
+    ]
+    # Later mounts can stack on earlier ones at the same point: reverse the
+    # kernel's order, then sort by depth so children go before parents.
+    found.reverse()
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def unmount_under(
+    path: str | os.PathLike[str],
+    runner: Runner,
+    *,
+    mountinfo: Callable[[], str] = lambda: MOUNTINFO.read_text(),
+    include_self: bool = True,
+) -> list[str]:
+    """Unmount everything at or below ``path``; return what could not be."""
+    failed: list[str] = []
+    # Stacked mounts show up once per layer; loop until nothing changes.
+    for _ in range(64):
+        here = os.path.realpath(path)
+        points = [
+            p for p in mounts_under(path, mountinfo())
+            if (include_self or p != here) and p not in failed
+        ]
+        if not points:
+            break
+        target = points[0]
+        result = runner.run(["umount", target], check=False, label="umount")
+        if result.returncode != 0:
+            # Busy: detach it from the tree so the build dir can go; the
+            # kernel frees it when the last user closes it.
+            lazy = runner.run(["umount", "--lazy", target], check=False, label="umount")
+            if lazy.returncode != 0:
+                failed.append(target)
+    return failed
+
+
+def processes_in_root(root: str | os.PathLike[str], proc: Path = Path("/proc")) -> list[int]:
+    """PIDs whose root directory is ``root`` or below it."""
+    base = os.path.realpath(root).rstrip("/")
+    pids = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            link = os.readlink(entry / "root")
+        except OSError:
+            continue
+        if link == base or link.startswith(base + "/"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_processes_in(root: str | os.PathLike[str]) -> list[int]:
+    """Stop daemons a package or hook left running inside the root."""
+    pids = processes_in_root(root)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and processes_in_root(root):
+            time.sleep(0.1)
+        pids = processes_in_root(root)
+        if not pids:
+            break
+    if pids:
+        log.warning("processes still running inside %s: %s", root, pids)
+    return pids
+
+
+def remove_tree(path: str | os.PathLike[str], mountinfo: str | None = None) -> None:
+    """rm -rf that refuses to go below a mount point or onto another device."""
+    top = Path(path)
+    if not top.exists() and not top.is_symlink():
+        return
+    busy = mounts_under(top, mountinfo)
+    if busy:
+        raise BuildError(
+            f"refusing to remove {top}: still mounted below it: {', '.join(busy)}"
+        )
+    top_dev = top.lstat().st_dev
+    skipped: list[str] = []
+
+    def walk(directory: Path) -> None:
+        for entry in os.scandir(directory):
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                if st.st_dev != top_dev:
+                    skipped.append(entry.path)
+                    continue
+                walk(Path(entry.path))
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
+
+    if top.is_dir() and not top.is_symlink():
+        walk(top)
+        if skipped:
+            raise BuildError(f"refusing to remove other filesystems below {top}: {skipped}")
+        top.rmdir()
+    else:
+        top.unlink()
+
+
+@contextlib.contextmanager
+def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
+             keep: bool = False) -> Iterator[Path]:
+    """A private work directory under $TMPDIR, removed even on failure."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    log.debug("work directory %s", path)
+    try:
+        yield path
+    finally:
+        leftover = unmount_under(path, runner)
+        if keep:
+            log.warning("keeping work directory %s", path)
+        elif leftover:
+            log.error("not removing %s: could not unmount %s", path, ", ".join(leftover))
+        else:
+            remove_tree(path)
+
+
+@contextlib.contextmanager
+def mounted(runner: Runner, source: str, target: Path, fstype: str | None = None,
+            options: str | None = None, bind: bool = False) -> Iterator[Path]:
+    argv = ["mount"]
+    if bind:
+        argv.append("--bind")
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", options]
+    target.mkdir(parents=True, exist_ok=True)
+    argv += [source, str(target)]
+    runner.run(argv, what=f"mounting {source} on {target}")
+    try:
+        yield target
+    finally:
+        # Whatever got mounted on top of us in the meantime goes first.
+        failed = unmount_under(target, runner)
+        if failed:
+            log.error("could not unmount %s", ", ".join(failed))
+
+
+@contextlib.contextmanager
+def chroot_mounts(runner: Runner, root: Path) -> Iterator[Path]:
+    """proc, sys, devpts and a tmpfs /run inside the root, for chroot commands.
+
+    The root's own /dev (device nodes made by the bootstrap tool) is used
+    as it is: the host's /dev is never bind-mounted, so nothing in the
+    build can delete host device nodes.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mounted(runner, "proc", root / "proc", "proc"))
+        stack.enter_context(mounted(runner, "sysfs", root / "sys", "sysfs", "ro"))
+        if not (root / "dev" / "null").exists():
+            _make_dev_nodes(root / "dev")
+        stack.enter_context(
+            mounted(runner, "devpts", root / "dev" / "pts", "devpts",
+                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        )
+        stack.enter_context(mounted(runner, "tmpfs", root / "run", "tmpfs", "mode=0755"))
+        try:
+            yield root
+        finally:
+            kill_processes_in(root)
+
+
+_DEV_NODES = {
+    "null": (1, 3), "zero": (1, 5), "full": (1, 7),
+    "random": (1, 8), "urandom": (1, 9), "tty": (5, 0),
+}
+
+
+def _make_dev_nodes(dev: Path) -> None:
+    dev.mkdir(parents=True, exist_ok=True)
+    for name, (major, minor) in _DEV_NODES.items():
+        node = dev / name
+        if not node.exists():
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+    ptmx = dev / "ptmx"
+    if not ptmx.exists() and not ptmx.is_symlink():
+        ptmx.symlink_to("pts/ptmx")
+
+
+POLICY_RC_D = "#!/bin/sh\n# vmdebootstrap: no daemons start while the image is built\nexit 101\n"
+
+
+@contextlib.contextmanager
+def daemons_blocked(root: Path) -> Iterator[None]:
+    """policy-rc.d so package scripts do not start services in the chroot."""
+    path = root / "usr/sbin/policy-rc.d"
+    existed = path.exists()
+    if not existed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(POLICY_RC_D)
+        path.chmod(0o755)
+    try:
+        yield
+    finally:
+        if not existed:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@contextlib.contextmanager
+def staged_file(final: Path) -> Iterator[Path]:
+    """A temp path beside ``final``, renamed onto it only on success."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+    os.chmod(tmp_path, 0o644)
+    os.replace(tmp_path, final)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    shutil.copy2(src, dst, follow_symlinks=True)
