@@ -91,13 +91,20 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class Masker:
-    """Replaces known secrets in text that goes to the log."""
+    """Replaces known secrets in text that goes to the log.
+
+    A second line of defence: secrets never go on a command line in the
+    first place.  Very short secrets (a live image's "live") are not masked,
+    as they would garble every log line that mentions live-boot.
+    """
+
+    MIN_LENGTH = 6
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
 
     def add(self, secret: str) -> None:
-        if secret:
+        if len(secret) >= self.MIN_LENGTH:
             self._secrets.add(secret)
 
     def __call__(self, text: str) -> str:

@@ -1,0 +1,219 @@
+"""Command line: options and config files -> Settings -> Plan -> build."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from vmdebootstrap import __version__
+from vmdebootstrap.config import default_config_files, dump_config, read_config
+from vmdebootstrap.errors import Interrupted, UsageError, VmdebootstrapError
+from vmdebootstrap.options import OPTIONS, Kind
+from vmdebootstrap.run import Masker, SubprocessRunner
+from vmdebootstrap.settings import Settings, build_settings
+
+log = logging.getLogger("vmdebootstrap")
+
+GROUPS = {
+    "output": "outputs (give exactly one of --image, --tarball, --squash, --iso)",
+    "build": "root filesystem",
+    "configure": "configuration of the system",
+    "image": "disk images",
+    "run": "running vmdebootstrap",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vmdebootstrap",
+        description="Build Debian live root filesystems, live ISOs, tarballs and disk images.",
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"vmdebootstrap {__version__}")
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for opt in OPTIONS:
+        group = groups[opt.group]
+        flag = f"--{opt.name}"
+        default = f" (default: {opt.default})" if opt.default not in (None, False) else ""
+        helptext = opt.help + default
+        if opt.kind is Kind.BOOL:
+            group.add_argument(flag, dest=opt.dest, action="store_true", help=helptext)
+            if opt.negatable and not opt.name.startswith("no-"):
+                group.add_argument(f"--no-{opt.name}", dest=opt.dest, action="store_false",
+                                   help=argparse.SUPPRESS)
+        elif opt.kind is Kind.LIST:
+            group.add_argument(flag, dest=opt.dest, action="append", metavar=opt.metavar,
+                               help=helptext)
+        else:
+            group.add_argument(flag, dest=opt.dest, metavar=opt.metavar or opt.name.upper(),
+                               help=helptext)
+    meta = groups["run"]
+    meta.add_argument("--config", action="append", metavar="FILE",
+                      help="read settings from a config file ([config] section; repeatable)")
+    meta.add_argument("--no-default-configs", action="store_true",
+                      help="do not read /etc/vmdebootstrap.conf and ~/.vmdebootstrap.conf")
+    meta.add_argument("--dump-config", action="store_true",
+                      help="print the effective configuration and exit")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace]:
+    ns = make_parser().parse_args(list(argv))
+    given = vars(ns)
+    configs: list[Path] = []
+    if not given.get("no_default_configs"):
+        configs += default_config_files()
+    configs += [Path(c) for c in given.get("config", [])]
+    layers: list[tuple[str, dict[str, object]]] = []
+    for path in configs:
+        layers.append((str(path), read_config(path)))
+    cli_values: dict[str, object] = {}
+    for opt in OPTIONS:
+        if opt.dest in given:
+            value = given[opt.dest]
+            cli_values[opt.name] = tuple(value) if opt.kind is Kind.LIST else value
+    cli_values["config-files"] = tuple(str(p) for p in configs)
+    layers.append(("command line", cli_values))
+    return build_settings(layers), ns
+
+
+class _MaskingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, masker: Masker) -> None:
+        super().__init__(fmt, datefmt="%Y-%m-%d %H:%M:%S")
+        self.masker = masker
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.masker(super().format(record))
+
+
+def setup_logging(s: Settings, masker: Masker) -> None:
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    console = logging.StreamHandler(sys.stdout if s.verbose else sys.stderr)
+    console.setLevel(logging.INFO if s.verbose else logging.WARNING)
+    console.setFormatter(_MaskingFormatter("%(message)s", masker))
+    log.addHandler(console)
+    if s.log and s.log != "none":
+        # The log can show the image's accounts and mirror: not world-readable.
+        fd = os.open(s.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        fileh = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+        level = "critical" if s.log_level == "fatal" else s.log_level
+        fileh.setLevel(getattr(logging, level.upper()))
+        fileh.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(message)s", masker))
+        log.addHandler(fileh)
+
+
+def _install_signal_handlers() -> None:
+    state = {"seen": False}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if state["seen"]:
+            log.warning("cleaning up, please wait")
+            return
+        state["seen"] = True
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}; "
+                          "everything the build had set up was undone")
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def print_plan(plan: object) -> None:
+    from vmdebootstrap.bootstrap import debootstrap_argv, mmdebstrap_argv
+    from vmdebootstrap.plan import Plan
+
+    assert isinstance(plan, Plan)
+    s = plan.settings
+    target = Path("<workdir>/root")
+    argv = (mmdebstrap_argv(plan, target) if plan.bootstrap_tool == "mmdebstrap"
+            else debootstrap_argv(plan, target, False))
+    lines = [
+        "dry run: nothing is changed",
+        f"output: --{plan.output} {', '.join(map(str, _outputs(s)))}",
+        f"distribution: {plan.distribution}   architecture: {plan.arch}",
+        f"mirror: {plan.mirror}   image apt mirror: {plan.apt_mirror}",
+        f"bootstrap: {shlex.join(argv)}",
+        f"packages: {', '.join(plan.packages) or '(none)'}",
+        f"kernel package: {plan.kernel_package or '(none)'}",
+    ]
+    if plan.custom_debs:
+        lines.append(f"custom packages: {', '.join(map(str, plan.custom_debs))}")
+    if plan.foreign:
+        lines.append(f"foreign: {plan.arch} through {plan.foreign.entry.interpreter}")
+    users = [u.name + (" (sudo)" if s.sudo else "") for u in plan.users]
+    lines.append(f"users: {', '.join(users) or '(none)'}; root: "
+                 + ("locked" if s.lock_root_password else
+                    "password set" if plan.root_password_hash else "unchanged"))
+    lines.append(f"hostname: {s.hostname}")
+    if plan.hook:
+        lines.append(f"customisation hook: {plan.hook}")
+    lines += [f"note: {n}" for n in plan.notes]
+    print("\n".join(lines))
+
+
+def _outputs(s: Settings) -> list[str]:
+    return [p for p in (s.image, s.tarball, s.squash, s.iso) if p]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    masker = Masker()
+    try:
+        settings, ns = parse(sys.argv[1:] if argv is None else argv)
+        if settings.root_password:
+            masker.add(settings.root_password)
+        for value in settings.user:
+            masker.add(value.partition("/")[2])
+        if getattr(ns, "dump_config", False):
+            print(dump_config(settings), end="")
+            return 0
+        setup_logging(settings, masker)
+        from vmdebootstrap.plan import make_plan
+
+        plan = make_plan(settings)
+        for note in plan.notes:
+            log.warning("%s", note)
+        if settings.dry_run:
+            print_plan(plan)
+            return 0
+        if os.geteuid() != 0:
+            raise UsageError("vmdebootstrap must run as root (it mounts filesystems and "
+                             "runs chroot); use --dry-run to check options without root")
+        _install_signal_handlers()
+        from vmdebootstrap.build import build
+
+        build(plan, SubprocessRunner(masker))
+        return 0
+    except KeyboardInterrupt:
+        err = Interrupted("interrupted; everything the build had set up was undone")
+        _report(err)
+        return err.exit_code
+    except VmdebootstrapError as exc:
+        _report(exc)
+        return exc.exit_code
+
+
+def _report(exc: VmdebootstrapError) -> None:
+    text = str(exc)
+    if isinstance(exc, UsageError):
+        text = "\n".join(exc.problems)
+    log.debug("error: %s", text)
+    for handler in log.handlers:
+        handler.flush()
+    print(f"vmdebootstrap: error: {text}".replace("\n", "\nvmdebootstrap: "),
+          file=sys.stderr)

@@ -1,0 +1,176 @@
+"""The option table: one entry per option drives the command line, config
+files, --dump-config and the help text, so they can never disagree.
+
+Names are the vmdebootstrap 1.x long option names; old scripts keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    STR = "str"
+    BOOL = "bool"
+    LIST = "list"  # repeatable on the command line, comma separated in configs
+    SIZE = "size"  # bytes, with k/M/G/T or KiB/MiB/GiB/TiB suffixes
+    INT = "int"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: Kind
+    help: str
+    default: object = None
+    metavar: str | None = None
+    group: str = "build"
+    choices: tuple[str, ...] | None = None
+    negatable: bool = True  # bool options also get --no-NAME, as in 1.x
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+S, B, L, Z, N = Kind.STR, Kind.BOOL, Kind.LIST, Kind.SIZE, Kind.INT
+
+OPTIONS: tuple[Option, ...] = (
+    # outputs: exactly one kind per run (--squash may accompany --iso)
+    Option("image", S, "build a bootable raw disk image in FILE", metavar="FILE", group="output"),
+    Option("tarball", S, "write the root filesystem as a tarball FILE (.tar, .tar.gz, .tar.xz, "
+           ".tar.zst)", metavar="FILE", group="output"),
+    Option("squash", S, "write filesystem.squashfs, the kernel and the initrd into DIR",
+           metavar="DIR", group="output"),
+    Option("iso", S, "build a hybrid BIOS+UEFI live ISO in FILE", metavar="FILE", group="output"),
+    # what goes into the root filesystem
+    Option("mirror", S, "mirror to bootstrap from (default: the Debian mirror in the host's apt "
+           "sources)", metavar="URL"),
+    Option("apt-mirror", S, "mirror the image's apt sources use (needs --configure-apt)",
+           metavar="URL"),
+    Option("distribution", S, "codename or suite (default: current stable)", metavar="NAME"),
+    Option("arch", S, "Debian architecture to build (default: the host's)", metavar="ARCH"),
+    Option("debootstrapopts", L, "bootstrap options as KEY=VALUE words, e.g. "
+           "'variant=minbase components=main,contrib'", metavar="OPTS"),
+    Option("bootstrap-tool", S, "tool that bootstraps the root (default: mmdebstrap)",
+           default="mmdebstrap", choices=("mmdebstrap", "debootstrap"), metavar="TOOL"),
+    Option("foreign", S, "qemu-user binfmt handler for a foreign --arch (default: the "
+           "registered one)", metavar="PATH"),
+    Option("package", L, "install PACKAGE (repeatable)", metavar="PACKAGE"),
+    Option("custom-package", L, "install the package in this .deb file (repeatable)",
+           metavar="DEB"),
+    Option("no-kernel", B, "install no kernel package", default=False, negatable=False),
+    Option("kernel-package", S, "kernel package instead of the architecture's default",
+           metavar="PACKAGE"),
+    Option("no-acpid", B, "do not install acpid", default=False, negatable=False),
+    Option("no-check-gpg", B, "do NOT verify the mirror's Release signature (insecure)",
+           default=False, negatable=False),
+    # configuration of the image
+    Option("hostname", S, "host name of the image", default="debian", group="configure"),
+    Option("root-password", S, "root password (hashed before it reaches the image)",
+           metavar="PASSWORD", group="configure"),
+    Option("lock-root-password", B, "lock the root account", default=False, group="configure"),
+    Option("user", L, "create a user; NAME/ gives an empty password to be changed at first "
+           "login", metavar="NAME/PASSWORD", group="configure"),
+    Option("sudo", B, "install sudo and put the users in the sudo group", default=False,
+           group="configure"),
+    Option("enable-dhcp", B, "bring up wired interfaces with DHCP", default=False,
+           group="configure"),
+    Option("systemd-networkd", B, "use systemd-networkd for --enable-dhcp (else ifupdown, "
+           "which needs the initramfs updated)", default=True, group="configure"),
+    Option("configure-apt", B, "write the image's apt source for --apt-mirror (or --mirror)",
+           default=False, group="configure"),
+    Option("serial-console", B, "log in on the serial console too", default=False,
+           group="configure"),
+    Option("serial-console-command", S, "getty command for the serial console",
+           default="/sbin/getty -L ttyS0 115200 vt100", metavar="COMMAND", group="configure"),
+    Option("customize", S, "hook script run with the root directory as $1", metavar="SCRIPT",
+           group="configure"),
+    Option("hook-timeout", N, "seconds the hook may run", default=10800, metavar="SECONDS",
+           group="configure"),
+    Option("no-update-initramfs", B, "do not rebuild the initramfs", default=False,
+           negatable=False, group="configure"),
+    # disk images
+    Option("size", Z, "size of the disk image", default="1G", group="image"),
+    Option("bootsize", Z, "size of a separate /boot partition", group="image"),
+    Option("boottype", S, "filesystem of /boot", default="ext2", group="image",
+           choices=("ext2", "ext3", "ext4", "vfat", "btrfs", "xfs")),
+    Option("bootflag", S, "partition flag set on the first partition", default="boot",
+           group="image", choices=("boot", "lba", "esp", "legacy_boot")),
+    Option("bootoffset", Z, "space before the first partition, for an on-disk bootloader",
+           group="image"),
+    Option("roottype", S, "filesystem of /", default="ext4", group="image",
+           choices=("ext2", "ext3", "ext4", "btrfs", "xfs")),
+    Option("swap", Z, "size of a swap partition (at least 256MiB)", group="image"),
+    Option("part-type", S, "partition table type", group="image", choices=("msdos", "gpt")),
+    Option("grub", B, "install grub (the default bootloader)", group="image"),
+    Option("extlinux", B, "install extlinux instead of grub", group="image"),
+    Option("mbr", B, "write an MBR boot sector (extlinux)", default=False, group="image"),
+    Option("use-uefi", B, "boot with UEFI: an EFI system partition and grub-efi", default=False,
+           group="image"),
+    Option("esp-size", Z, "size of the EFI system partition", default="128MiB", group="image"),
+    Option("sparse", B, "do not zero free space in the image", default=False, group="image"),
+    Option("convert-qcow2", B, "convert the image to qcow2", default=False, group="image"),
+    Option("keep-on-failure", B, "keep a failed build's image and work dir for debugging",
+           default=False, group="image"),
+    # squash, iso and outputs
+    Option("squash-compression", S, "mksquashfs compressor, optionally with a level: xz, "
+           "zstd:19, gzip, lz4, lzo", default="xz", metavar="COMP[:LEVEL]", group="output"),
+    Option("pkglist", B, "write the list of installed packages beside the output",
+           default=False, group="output"),
+    Option("owner", S, "give the outputs to this user", metavar="USER", group="output"),
+    Option("iso-volume-id", S, "ISO volume id", default="DEBIAN_LIVE", group="output"),
+    Option("iso-menu-title", S, "boot menu title", default="Debian live", group="output"),
+    Option("kernel-append", S, "extra kernel parameters for the live entries",
+           metavar="PARAMS", group="output"),
+    Option("splash", S, "PNG background for the boot menus", metavar="PNG", group="output"),
+    Option("installer", B, "add Debian Installer entries to the ISO", default=False,
+           group="output"),
+    Option("preseed", S, "preseed file for the installer entries", metavar="FILE",
+           group="output"),
+    Option("boot-test", B, "boot the output in QEMU after building it", default=False,
+           group="output"),
+    # running
+    Option("verbose", B, "show each step on stdout", default=False, group="run"),
+    Option("log", S, "write a log to FILE (mode 0600)", metavar="FILE", group="run"),
+    Option("log-level", S, "log level", default="debug", group="run",
+           choices=("debug", "info", "warning", "error", "critical", "fatal")),
+    Option("dry-run", B, "validate and print the plan; change nothing", default=False,
+           group="run"),
+)
+
+BY_NAME = {o.name: o for o in OPTIONS}
+
+# Options that only exist on the command line, never in a config file.
+META_OPTIONS = ("config", "no-default-configs", "dump-config")
+
+SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Parse a 1.x byte size: k/M/G/T are decimal as in 1.x, KiB/MiB/... binary."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    if not m or m.group(2).lower() not in SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (use e.g. 4G, 512M, 100MiB)")
+    value = float(m.group(1)) * SIZE_UNITS[m.group(2).lower()]
+    if value > 2**62:
+        raise ValueError(f"{text!r} is too large")
+    return int(value)
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use yes or no)")
