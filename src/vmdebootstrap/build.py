@@ -1,8 +1,9 @@
 """The build, top to bottom, inside one ExitStack.
 
 Read build() to see the order of a build.  Every resource it takes (work
-dir, chroot mounts, daemon block, staged outputs) is a context manager on
-the stack, so a failure or Ctrl-C anywhere unwinds them in reverse.
+dir, image file, loop device, mounts, chroot mounts, daemon block, staged
+outputs) is a context manager, so a failure or Ctrl-C anywhere unwinds
+them in reverse.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from vmdebootstrap import configure as cf
 from vmdebootstrap import outputs as out
 from vmdebootstrap.customise import HookEnv, run_hook
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.resources import chroot_mounts, daemons_blocked, staged_file, temp_dir
+from vmdebootstrap.resources import (
+    chroot_mounts,
+    daemons_blocked,
+    host_resolv_conf,
+    staged_file,
+    temp_dir,
+)
 from vmdebootstrap.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
@@ -42,37 +49,42 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
     s = plan.settings
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        work = stack.enter_context(temp_dir(runner, keep=s.keep_on_failure and False))
-        root = work / "root"
-        root.mkdir()
-        ctx = Context(plan, runner, work, root)
+        work = stack.enter_context(temp_dir(runner))
+        ctx = Context(plan, runner, work, work / "root")
+        if plan.output == "image":
+            written = build_image(ctx)
+        else:
+            ctx.root.mkdir()
+            populate(ctx)
+            step(f"Writing the {plan.output} output")
+            written = write_outputs(ctx)
+        out.chown_outputs(written, s.owner)
+    log.info("build finished in %.0f s: %s", time.monotonic() - started,
+             ", ".join(str(p) for p in written))
+    return written
 
+
+def populate(ctx: Context) -> None:
+    """Bootstrap, configure and customise the root at ctx.root."""
+    plan, runner, root = ctx.plan, ctx.runner, ctx.root
+    with contextlib.ExitStack() as stack:
         step(f"Bootstrapping {plan.distribution} {plan.arch} with {plan.bootstrap_tool}")
         bs.bootstrap(plan, runner, root)
         bs.install_handler(plan, root)
         stack.callback(bs.remove_handler, plan, root)
 
+        stack.enter_context(host_resolv_conf(root))
         step("Configuring the system")
         configure(ctx)
-
         if plan.hook:
             step(f"Running the customisation hook {plan.hook}")
             run_hook(runner, plan.hook, root, output_name(plan), hook_env(plan),
-                     s.hook_timeout)
-            if cf.needs_initramfs_update(plan):
-                with chroot_mounts(runner, root), daemons_blocked(root):
-                    cf.update_initramfs(plan, runner, root)
-
+                     plan.settings.hook_timeout)
+        if cf.needs_initramfs_update(plan):
+            with chroot_mounts(runner, root), daemons_blocked(root):
+                cf.update_initramfs(plan, runner, root)
         cf.clean_apt(root)
         cf.make_safe_to_share(root)
-        bs.remove_handler(plan, root)
-
-        step(f"Writing the {plan.output} output")
-        written = write_outputs(ctx, stack)
-        out.chown_outputs(written, s.owner)
-    log.info("build finished in %.0f s: %s", time.monotonic() - started,
-             ", ".join(str(p) for p in written))
-    return written
 
 
 def configure(ctx: Context) -> None:
@@ -83,8 +95,28 @@ def configure(ctx: Context) -> None:
         cf.configure_network(plan, root)
         cf.configure_serial_console(plan, root)
         cf.configure_apt(plan, root)
-        if cf.needs_initramfs_update(plan) and not plan.hook:
-            cf.update_initramfs(plan, runner, root)
+
+
+def build_image(ctx: Context) -> list[Path]:
+    from vmdebootstrap import image
+
+    plan, runner = ctx.plan, ctx.runner
+    with image.staged_image(plan, runner) as staged:
+        with image.attached(plan, runner, staged, ctx.work) as target:
+            ctx.root = target.root
+            populate(ctx)
+            step("Installing the bootloader")
+            image.install_bootloader(plan, runner, target)
+            if plan.settings.pkglist:
+                out.write_pkglist(runner, ctx.root, _pkglist_path(plan))
+        step("Writing the image")
+        return image.publish(plan, runner, staged) + (
+            [_pkglist_path(plan)] if plan.settings.pkglist else [])
+
+
+def _pkglist_path(plan: Plan) -> Path:
+    final = Path(plan.settings.image or plan.settings.tarball or plan.settings.iso or "")
+    return final.with_name(final.name + ".packages")
 
 
 def hook_env(plan: Plan) -> HookEnv:
@@ -96,25 +128,26 @@ def output_name(plan: Plan) -> str:
     return str(out.output_paths(plan)[0])
 
 
-def write_outputs(ctx: Context, stack: contextlib.ExitStack) -> list[Path]:
+def write_outputs(ctx: Context) -> list[Path]:
     plan, runner, root = ctx.plan, ctx.runner, ctx.root
     s = plan.settings
+    written: list[Path] = []
     if plan.output == "tarball":
         final = Path(s.tarball or "")
         with staged_file(final) as tmp:
             out.write_tarball(runner, root, tmp)
-        written = [final]
-        if s.pkglist:
-            pkgs = final.with_name(final.name + ".packages")
-            out.write_pkglist(runner, root, pkgs)
-            written.append(pkgs)
-        return written
-    if plan.output == "squash":
+        written.append(final)
+    elif plan.output == "squash":
         final = Path(s.squash or "")
         with out.staged_dir(final) as stage:
             write_squash_dir(ctx, stage)
-        return [final]
-    raise NotImplementedError(f"--{plan.output} output")
+        written.append(final)
+    elif plan.output == "iso":
+        written += write_iso(ctx)
+    if s.pkglist and plan.output in ("tarball", "iso"):
+        out.write_pkglist(runner, root, _pkglist_path(plan))
+        written.append(_pkglist_path(plan))
+    return written
 
 
 def write_squash_dir(ctx: Context, stage: Path) -> None:
@@ -123,3 +156,42 @@ def write_squash_dir(ctx: Context, stage: Path) -> None:
     out.write_pkglist(ctx.runner, ctx.root, stage / "filesystem.packages")
     out.write_squashfs(ctx.runner, ctx.root, stage / "filesystem.squashfs",
                        plan.settings.squash_compression)
+
+
+def write_iso(ctx: Context) -> list[Path]:
+    from vmdebootstrap import iso
+
+    plan, s = ctx.plan, ctx.plan.settings
+    written: list[Path] = []
+    if s.squash:
+        # The user keeps the squash directory too: build the ISO from it.
+        squash_dir = Path(s.squash)
+        with out.staged_dir(squash_dir) as stage:
+            write_squash_dir(ctx, stage)
+        written.append(squash_dir)
+    else:
+        squash_dir = ctx.work / "live"
+        squash_dir.mkdir()
+        write_squash_dir(ctx, squash_dir)
+    final = Path(s.iso or "")
+    iso_work = ctx.work / "iso"
+    iso_work.mkdir()
+    iso.build_iso(ctx.runner, iso_spec(plan), squash_dir, final, iso_work)
+    iso.check_iso(ctx.runner, final, plan.arch)
+    written.insert(0, final)
+    return written
+
+
+def iso_spec(plan: Plan) -> object:
+    from vmdebootstrap import iso
+
+    s = plan.settings
+    return iso.IsoSpec(
+        arch=plan.arch, distribution=plan.distribution, volume_id=s.iso_volume_id,
+        menu_title=s.iso_menu_title,
+        kernel_append=tuple((s.kernel_append or "").split()),
+        serial_console=s.serial_console,
+        splash=Path(s.splash) if s.splash else None,
+        installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
+        mirror=plan.mirror,
+    )

@@ -282,3 +282,26 @@ def staged_file(final: Path) -> Iterator[Path]:
 
 def copy_file(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst, follow_symlinks=True)
+
+
+@contextlib.contextmanager
+def host_resolv_conf(root: Path, host: Path = Path("/etc/resolv.conf")) -> Iterator[None]:
+    """The host's DNS settings inside the root while the build runs apt there.
+
+    The image's own /etc/resolv.conf is often a symlink into /run (systemd-
+    resolved) that leads nowhere in a chroot; it is moved aside, not written
+    through, and put back afterwards."""
+    target = root / "etc/resolv.conf"
+    saved = root / "etc/.resolv.conf.vmdebootstrap"
+    had = target.exists() or target.is_symlink()
+    if had:
+        os.replace(target, saved)
+    try:
+        if host.exists():
+            shutil.copyfile(host, target)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        if had:
+            os.replace(saved, target)

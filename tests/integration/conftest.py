@@ -1,0 +1,101 @@
+"""Integration tests: real builds as root against the host's Debian mirror.
+
+Every test here checks that the host is left as it was: no new mount, loop
+device or vmdebootstrap temp dir after the test, pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vmdebootstrap.apt_sources import default_mirror
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "src/vmdebootstrap/examples"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+            if os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="integration tests need root"))
+
+
+def host_state() -> dict[str, set[str]]:
+    mounts = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mounts.add(line.split()[4])
+    loops = subprocess.run(["losetup", "-a", "-n", "-O", "NAME,BACK-FILE"],
+                           capture_output=True, text=True, check=False).stdout
+    tmp = Path(tempfile.gettempdir())
+    temps = {p.name for p in tmp.glob("vmdebootstrap-*")}
+    return {"mounts": mounts, "loops": set(loops.splitlines()), "tempdirs": temps}
+
+
+@pytest.fixture(autouse=True)
+def host_unchanged() -> Iterator[None]:
+    before = host_state()
+    yield
+    after = host_state()
+    leftovers = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+    assert not leftovers, f"the test left these behind on the host: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def mirror() -> str:
+    return default_mirror()
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
+                  env: dict[str, str] | None = None) -> Run:
+    """Run the real command, as a user would."""
+    import time
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "vmdebootstrap", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+    took = time.monotonic() - started
+    print(f"vmdebootstrap ({args[-2]} {args[-1]}): exit {proc.returncode} in {took:.0f} s")
+    return Run(proc.returncode, proc.stdout, proc.stderr, took)
+
+
+def elf_machine(data: bytes) -> int:
+    assert data[:4] == b"\x7fELF", "not an ELF file"
+    return int.from_bytes(data[18:20], "little")
+
+
+def unsquash_cat(squashfs: Path, member: str) -> bytes:
+    return subprocess.run(["unsquashfs", "-cat", str(squashfs), member],
+                          capture_output=True, check=True).stdout
+
+
+def dpkg_status(status_text: str) -> dict[str, str]:
+    """package -> Status field, from a dpkg status file."""
+    result: dict[str, str] = {}
+    for stanza in status_text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines()
+            if ": " in line and not line.startswith(" ")
+        )
+        if "Package" in fields:
+            result[fields["Package"]] = fields.get("Status", "")
+    return result

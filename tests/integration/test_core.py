@@ -1,0 +1,168 @@
+"""Real builds of the core outputs: the live squash directory and tarballs."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import (
+    EXAMPLES,
+    Run,
+    dpkg_status,
+    elf_machine,
+    unsquash_cat,
+    vmdebootstrap,
+)
+from vmdebootstrap.passwords import verify_password
+
+SECRET = "Tq9-vmdb-s3cret-Xw"  # distinctive, so a leak would be found
+APT_MIRROR = "http://apt.example/debian"
+
+
+@pytest.fixture(scope="session")
+def live_squash(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Run]:
+    """One debian-cd style live build, shared by the checks below."""
+    base = tmp_path_factory.mktemp("live")
+    out, log = base / "out" / "amd64", base / "build.log"
+    run = vmdebootstrap(
+        "--no-default-configs", "--config", str(EXAMPLES / "live-console-amd64.conf"),
+        "--owner", "nobody", "--verbose", "--lock-root-password",
+        "--configure-apt", "--apt-mirror", APT_MIRROR,
+        "--user", "user/live", "--user", f"tester/{SECRET}", "--sudo",
+        "--log", str(log), "--log-level", "debug",
+        "--squash", str(out),
+    )
+    assert run.returncode == 0, run.stderr
+    return out, log, run
+
+
+def test_squash_dir_has_the_live_files(live_squash: tuple[Path, Path, Run]) -> None:
+    out, _, _ = live_squash
+    names = {p.name for p in out.iterdir()}
+    assert {"filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages"} <= names
+    assert any(n.startswith("vmlinuz-") for n in names)
+    assert any(n.startswith("initrd.img-") for n in names)
+    assert (out / "filesystem.squashfs").stat().st_size > 50 * 2**20
+    assert (out / "vmlinuz").read_bytes() == next(out.glob("vmlinuz-*")).read_bytes()
+    assert not [n for n in names if n.startswith(".")], "staging leftovers"
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert out.stat().st_uid == nobody
+    assert all(p.stat().st_uid == nobody for p in out.iterdir())
+
+
+def test_packages_include_kernel_live_boot_and_hook_recommends(
+        live_squash: tuple[Path, Path, Run]) -> None:
+    out, _, _ = live_squash
+    listed = {line.split("\t")[0] for line in
+              (out / "filesystem.packages").read_text().splitlines()}
+    assert {"linux-image-amd64", "live-boot", "sudo", "systemd-sysv", "curl"} <= listed
+    status = dpkg_status(unsquash_cat(out / "filesystem.squashfs",
+                                      "var/lib/dpkg/status").decode())
+    assert status["curl"] == "install ok installed"
+    # curl's Recommends: installed only because the hook's apt_install
+    # installs Recommends, as the live-image guide asks.
+    assert status["ca-certificates"] == "install ok installed"
+
+
+def test_accounts_and_passwords(live_squash: tuple[Path, Path, Run]) -> None:
+    out, log, run = live_squash
+    fs = out / "filesystem.squashfs"
+    shadow = {line.split(":")[0]: line.split(":") for line in
+              unsquash_cat(fs, "etc/shadow").decode().splitlines()}
+    assert shadow["root"][1].startswith("!"), "root is not locked"
+    assert verify_password("live", shadow["user"][1])
+    assert verify_password(SECRET, shadow["tester"][1])
+    assert shadow["tester"][1].startswith("$y$")
+    group = {line.split(":")[0]: line.split(":")[3] for line in
+             unsquash_cat(fs, "etc/group").decode().splitlines()}
+    assert set(group["sudo"].split(",")) == {"user", "tester"}
+    # The password is never logged, printed, or stored in plain text.
+    for text in (log.read_text(), run.stdout, run.stderr):
+        assert SECRET not in text
+    listing = subprocess.run(["unsquashfs", "-l", str(fs)], capture_output=True,
+                             text=True, check=True).stdout
+    assert SECRET not in listing
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_system_configuration(live_squash: tuple[Path, Path, Run], mirror: str) -> None:
+    out, _, _ = live_squash
+    fs = out / "filesystem.squashfs"
+    assert unsquash_cat(fs, "etc/hostname").decode() == "debian-live\n"
+    assert "127.0.1.1\tdebian-live" in unsquash_cat(fs, "etc/hosts").decode()
+    sources = unsquash_cat(fs, "etc/apt/sources.list").decode()
+    assert f"deb {APT_MIRROR} bookworm main" in sources
+    listing = subprocess.run(["unsquashfs", "-l", "-d", "", str(fs)], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+    apt_files = [p for p in listing if p.startswith("/etc/apt/sources.list")]
+    for path in apt_files:
+        if path.endswith((".list", ".sources")):
+            assert mirror.rstrip("/") not in unsquash_cat(fs, path.lstrip("/")).decode()
+    assert "/usr/sbin/policy-rc.d" not in listing
+    assert not [p for p in listing if "vmdebootstrap-saved" in p]
+    assert not [p for p in listing if p.startswith("/var/lib/apt/lists/") and
+                p.endswith("_Packages")]
+    assert not [p for p in listing if p.startswith("/var/cache/apt/archives/")
+                and p.endswith(".deb")]
+    assert unsquash_cat(fs, "etc/machine-id") == b""
+    assert "/etc/systemd/network/80-vmdebootstrap-dhcp.network" in listing
+    assert ("/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+            in listing)
+    assert "Built by vmdebootstrap" in unsquash_cat(fs, "etc/motd").decode()
+
+
+def test_arm64_tarball_through_binfmt(tmp_path: Path) -> None:
+    tarball = tmp_path / "arm64.tar.gz"
+    run = vmdebootstrap(
+        "--no-default-configs", "--tarball", str(tarball), "--arch", "arm64",
+        "--distribution", "bookworm", "--debootstrapopts", "variant=minbase",
+        "--no-kernel", "--user", "bob/bob-Pw-123", "--sudo", "--pkglist",
+    )
+    assert run.returncode == 0, run.stderr
+    with tarfile.open(tarball) as tar:
+        names = set(tar.getnames())
+        true_bin = tar.extractfile("./usr/bin/true")
+        assert true_bin is not None
+        assert elf_machine(true_bin.read()) == 183  # EM_AARCH64
+        shadow = tar.getmember("./etc/shadow")
+        assert (shadow.uid, shadow.gid) == (0, 42)  # numeric owner: root:shadow
+        group = tar.extractfile("./etc/group")
+        assert group is not None and b"sudo:x:27:bob" in group.read()
+    assert not [n for n in names if "qemu" in n], "the qemu handler was left in the image"
+    packages = (tmp_path / "arm64.tar.gz.packages").read_text()
+    assert "sudo" in {line.split("\t")[0] for line in packages.splitlines()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arm64.tar.gz",
+                                                          "arm64.tar.gz.packages"]
+
+
+def test_failing_hook_fails_the_build_and_leaves_nothing(tmp_path: Path) -> None:
+    hook = tmp_path / "fail.sh"
+    hook.write_text("#!/bin/sh\n. \"$VMDEBOOTSTRAP_HELPERS\"\nmount_proc\n"
+                    "disable_daemons\necho about to fail\nexit 1\n")
+    hook.chmod(0o755)
+    out = tmp_path / "out.tar"
+    run = vmdebootstrap(
+        "--no-default-configs", "--tarball", str(out), "--distribution", "bookworm",
+        "--debootstrapopts", "variant=minbase", "--no-kernel", "--customize", str(hook),
+    )
+    assert run.returncode == 1
+    assert "hook" in run.stderr and "status 1" in run.stderr
+    assert "about to fail" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fail.sh"], "output left behind"
+    assert "Traceback" not in run.stderr
+
+
+def test_bad_input_touches_nothing(tmp_path: Path) -> None:
+    run = vmdebootstrap("--no-default-configs", "--squash", str(tmp_path / "x"),
+                        "--size", "12Q", "--arch", "vax", "--user", "nopassword")
+    assert run.returncode == 2
+    assert "--size" in run.stderr and "--arch" in run.stderr and "--user" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert os.listdir(tmp_path) == []
