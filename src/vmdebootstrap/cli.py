@@ -99,7 +99,8 @@ class _MaskingFormatter(logging.Formatter):
         return self.masker(super().format(record))
 
 
-def setup_logging(s: Settings, masker: Masker) -> None:
+def setup_logging(s: Settings, masker: Masker, to_file: bool = True) -> None:
+    """Console logging, and the --log file when to_file (never in a dry run)."""
     log.setLevel(logging.DEBUG)
     log.propagate = False
     for handler in list(log.handlers):
@@ -108,9 +109,12 @@ def setup_logging(s: Settings, masker: Masker) -> None:
     console.setLevel(logging.INFO if s.verbose else logging.WARNING)
     console.setFormatter(_MaskingFormatter("%(message)s", masker))
     log.addHandler(console)
-    if s.log and s.log != "none":
+    if to_file and s.log and s.log != "none":
         # The log can show the image's accounts and mirror: not world-readable.
-        fd = os.open(s.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fd = os.open(s.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise UsageError(f"--log: cannot open {s.log}: {exc.strerror or exc}") from None
         os.fchmod(fd, 0o600)
         fileh = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
         level = "critical" if s.log_level == "fatal" else s.log_level
@@ -182,18 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(ns, "dump_config", False):
             print(dump_config(settings), end="")
             return 0
-        setup_logging(settings, masker)
+        # No log file yet: make_plan checks --log first, and a dry run writes nothing.
+        setup_logging(settings, masker, to_file=False)
         from vmdebootstrap.plan import make_plan
 
         plan = make_plan(settings)
+        if not settings.dry_run:
+            if os.geteuid() != 0:
+                raise UsageError("vmdebootstrap must run as root (it mounts filesystems and "
+                                 "runs chroot); use --dry-run to check options without root")
+            setup_logging(settings, masker)
         for note in plan.notes:
             log.warning("%s", note)
         if settings.dry_run:
             print_plan(plan)
             return 0
-        if os.geteuid() != 0:
-            raise UsageError("vmdebootstrap must run as root (it mounts filesystems and "
-                             "runs chroot); use --dry-run to check options without root")
         _install_signal_handlers()
         from vmdebootstrap.build import build
 
@@ -212,8 +219,12 @@ def _report(exc: VmdebootstrapError) -> None:
     text = str(exc)
     if isinstance(exc, UsageError):
         text = "\n".join(exc.problems)
+        # One "vmdebootstrap: error:" line per problem.
+        message = "\n".join(f"vmdebootstrap: error: {p}".replace("\n", "\\n")
+                            for p in exc.problems)
+    else:
+        message = f"vmdebootstrap: error: {text}".replace("\n", "\nvmdebootstrap: ")
     log.debug("error: %s", text)
     for handler in log.handlers:
         handler.flush()
-    print(f"vmdebootstrap: error: {text}".replace("\n", "\nvmdebootstrap: "),
-          file=sys.stderr)
+    print(message, file=sys.stderr)

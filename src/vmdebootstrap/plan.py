@@ -37,6 +37,9 @@ UEFI_ARCHES = ("amd64", "i386", "arm64", "armhf")
 ISO_ARCHES = ("amd64", "i386", "arm64")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
 COMPRESSORS = ("xz", "zstd", "gzip", "lz4", "lzo", "lzma")
+# mksquashfs -Xcompression-level ranges; the other compressors take no level.
+COMPRESSION_LEVELS = {"gzip": (1, 9), "lzo": (1, 9), "zstd": (1, 22)}
+PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.:=/~-]*")
 # debootstrap option words accepted in --debootstrapopts; the value says
 # whether the word takes =VALUE.
 DEBOOTSTRAP_OPTS = {
@@ -237,8 +240,10 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
         problems.append(f"--no-kernel: a --{output} output needs a kernel to boot")
     emulated = arch not in binfmt.native_arches(host.arch)
     packages = _packages(s, codename, output, variant, kernel, emulated)
-    for name in packages:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9+.:=/~-]*", name):
+    if s.kernel_package and not PACKAGE_RE.fullmatch(s.kernel_package):
+        problems.append(f"--kernel-package: {s.kernel_package!r} is not a package name")
+    for name in s.package:
+        if not PACKAGE_RE.fullmatch(name):
             problems.append(f"--package: {name!r} is not a package name")
     debs: list[Path] = []
     for deb in s.custom_package:
@@ -277,12 +282,11 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
                              host.cwd)
         except UsageError as exc:
             problems.extend(exc.problems)
+        except RuntimeError:  # Path.expanduser: ~USER with no such user
+            problems.append(f"--customize: {s.customize}: cannot expand '~' (no such user)")
     if s.owner and not host.user_exists(s.owner):
         problems.append(f"--owner: no user {s.owner!r} on this host")
-    comp, _, level = s.squash_compression.partition(":")
-    if comp not in COMPRESSORS or (level and not level.isdigit()):
-        problems.append(f"--squash-compression: {s.squash_compression!r}: use one of "
-                        f"{', '.join(COMPRESSORS)}, optionally with :LEVEL")
+    problems.extend(_compression_problems(s.squash_compression))
 
     # --- disk images and boot ------------------------------------------------
     problems.extend(_image_problems(s, arch, codename, output, variant))
@@ -314,6 +318,24 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
         kernel_package=kernel, custom_debs=tuple(debs), users=tuple(users),
         root_password_hash=root_hash, hook=hook, foreign=foreign, notes=tuple(notes),
     )
+
+
+def _compression_problems(value: str) -> list[str]:
+    comp, colon, level = value.partition(":")
+    where = f"--squash-compression: {value!r}"
+    if comp not in COMPRESSORS:
+        return [f"{where}: use one of {', '.join(COMPRESSORS)}, optionally with :LEVEL"]
+    if not colon:
+        return []
+    limits = COMPRESSION_LEVELS.get(comp)
+    if limits is None:
+        return [f"{where}: {comp} takes no level (levels: "
+                + ", ".join(f"{c} {lo}-{hi}" for c, (lo, hi) in COMPRESSION_LEVELS.items())
+                + ")"]
+    lo, hi = limits
+    if not (level.isascii() and level.isdigit() and lo <= int(level) <= hi):
+        return [f"{where}: the {comp} level must be a number from {lo} to {hi}"]
+    return []
 
 
 def _mmdebstrap_cannot(opts: dict[str, str | None]) -> str | None:
@@ -376,9 +398,11 @@ def _image_problems(s: Settings, arch: str, codename: str, output: str,
             problems.append("--roottype btrfs cannot be used with --extlinux")
         if s.swap is not None and s.swap < MIN_SWAP:
             problems.append("--swap: at least 256MiB")
-        need = (300 if variant == "minbase" else 500) * MiB
+        # A rough floor (bookworm: ~250 MB minbase, ~400 MB default, ~300 MB for
+        # a kernel); a build that still fills the image says so clearly.
+        need = (250 if variant == "minbase" else 400) * MiB
         if not s.no_kernel:
-            need += 350 * MiB
+            need += 300 * MiB
         extra = (s.bootsize or 0) + (s.swap or 0) + (s.bootoffset or 0)
         extra += s.esp_size if s.use_uefi else 0
         if s.size < need + extra:

@@ -108,6 +108,12 @@ _FIELDS = {f.name for f in dataclasses.fields(Settings)}
 assert all(o.dest in _FIELDS for o in OPTIONS), "option table and Settings disagree"
 
 
+def _check_text(value: str) -> None:
+    # One value per line in config files and error messages; no C string ends.
+    if "\n" in value or "\0" in value:
+        raise ValueError("the value contains a newline or NUL byte")
+
+
 def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
     """Convert one raw value (a string from a config file, or what argparse
     produced) to the option's type.  Returns (value, problem)."""
@@ -120,9 +126,15 @@ def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
             if isinstance(raw, str):
                 items = [x.strip() for x in raw.split(",")] if name != "debootstrapopts" \
                     else raw.split()
-                value = tuple(x for x in items if x)
+                listed = tuple(x for x in items if x)
+            elif name == "debootstrapopts":
+                # 1.x took one quoted string of words: 'variant=minbase components=main'
+                listed = tuple(w for x in raw for w in str(x).split())  # type: ignore[attr-defined]
             else:
-                value = tuple(str(x) for x in raw)  # type: ignore[attr-defined]
+                listed = tuple(str(x) for x in raw)  # type: ignore[attr-defined]
+            for item in listed:
+                _check_text(item)
+            value = listed
         elif opt.kind is Kind.SIZE:
             value = parse_size(str(raw))
         elif opt.kind is Kind.INT:
@@ -131,8 +143,7 @@ def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
                 raise ValueError(f"{raw!r} must be a positive number")
         else:
             value = str(raw)
-            if "\n" in value or "\0" in value:
-                raise ValueError("the value contains a newline or NUL byte")
+            _check_text(value)
             if opt.choices and value not in opt.choices:
                 raise ValueError(f"{value!r} is not one of: {', '.join(opt.choices)}")
     except ValueError as exc:
