@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from vmdebootstrap.chroot import chroot_argv
@@ -20,16 +21,16 @@ log = logging.getLogger("vmdebootstrap")
 APT_QUIET = ["-q", "-y", "-o", "Dpkg::Use-Pty=0", "-o", "APT::Color=0"]
 
 
-def mmdebstrap_argv(plan: Plan, target: Path) -> list[str]:
+def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list[str]:
     argv = [
         "mmdebstrap", "--mode=root", f"--architectures={plan.arch}",
         f"--variant={plan.variant or 'debootstrap'}",
         f"--components={','.join(plan.components)}",
     ]
     includes = list(plan.packages)
-    extra = plan.opt("include")
-    if extra:
-        includes += [p for p in extra.split(",") if p]
+    user_includes = plan.opt("include")
+    if user_includes:
+        includes += [p for p in user_includes.split(",") if p]
     if includes:
         argv.append(f"--include={','.join(dict.fromkeys(includes))}")
     argv += [f"--include={deb}" for deb in plan.custom_debs]
@@ -46,7 +47,7 @@ def mmdebstrap_argv(plan: Plan, target: Path) -> list[str]:
         q = shlex.quote
         argv.append(f'--setup-hook=mkdir -p "$1"{q(str(dest.parent))} && '
                     f'cp -p {q(str(plan.foreign.handler))} "$1"{q(str(dest))}')
-    argv += ["--aptopt=Acquire::Retries 3", "--dpkgopt=force-unsafe-io"]
+    argv += ["--aptopt=Acquire::Retries 3", "--dpkgopt=force-unsafe-io", *extra]
     argv += [plan.distribution, str(target), plan.mirror]
     return argv
 
@@ -67,9 +68,10 @@ def apt_install_argv(packages: list[str]) -> list[str]:
     return ["apt-get", *APT_QUIET, "--no-install-recommends", "install", *packages]
 
 
-def bootstrap(plan: Plan, runner: Runner, root: Path) -> None:
+def bootstrap(plan: Plan, runner: Runner, root: Path, extra: Sequence[str] = ()) -> None:
+    """``extra``: more mmdebstrap options (the package cache's hooks)."""
     if plan.bootstrap_tool == "mmdebstrap":
-        runner.run(mmdebstrap_argv(plan, root), label="mmdebstrap",
+        runner.run(mmdebstrap_argv(plan, root, extra), label="mmdebstrap",
                    what="bootstrapping with mmdebstrap failed")
         return
     two_stage = bool(plan.foreign and not plan.foreign.entry.fix_binary)

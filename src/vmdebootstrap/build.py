@@ -16,7 +16,9 @@ from pathlib import Path
 
 from vmdebootstrap import bootstrap as bs
 from vmdebootstrap import configure as cf
+from vmdebootstrap import iso
 from vmdebootstrap import outputs as out
+from vmdebootstrap.cache import bootstrap_with_cache
 from vmdebootstrap.customise import HookEnv, run_hook
 from vmdebootstrap.plan import Plan
 from vmdebootstrap.resources import (
@@ -69,7 +71,7 @@ def populate(ctx: Context) -> None:
     plan, runner, root = ctx.plan, ctx.runner, ctx.root
     with contextlib.ExitStack() as stack:
         step(f"Bootstrapping {plan.distribution} {plan.arch} with {plan.bootstrap_tool}")
-        bs.bootstrap(plan, runner, root)
+        bootstrap_with_cache(plan, runner, root, ctx.work)
         bs.install_handler(plan, root)
         stack.callback(bs.remove_handler, plan, root)
 
@@ -159,8 +161,6 @@ def write_squash_dir(ctx: Context, stage: Path) -> None:
 
 
 def write_iso(ctx: Context) -> list[Path]:
-    from vmdebootstrap import iso
-
     plan, s = ctx.plan, ctx.plan.settings
     written: list[Path] = []
     if s.squash:
@@ -182,9 +182,7 @@ def write_iso(ctx: Context) -> list[Path]:
     return written
 
 
-def iso_spec(plan: Plan) -> object:
-    from vmdebootstrap import iso
-
+def iso_spec(plan: Plan) -> iso.IsoSpec:
     s = plan.settings
     return iso.IsoSpec(
         arch=plan.arch, distribution=plan.distribution, volume_id=s.iso_volume_id,

@@ -16,6 +16,7 @@ from vmdebootstrap import __version__
 from vmdebootstrap.config import default_config_files, dump_config, read_config
 from vmdebootstrap.errors import Interrupted, UsageError, VmdebootstrapError
 from vmdebootstrap.options import OPTIONS, Kind
+from vmdebootstrap.plan import make_plan
 from vmdebootstrap.run import Masker, SubprocessRunner
 from vmdebootstrap.settings import Settings, build_settings
 
@@ -71,6 +72,14 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace]:
+    settings, ns, problems = parse_collecting(argv)
+    if problems:
+        raise UsageError(problems)
+    return settings, ns
+
+
+def parse_collecting(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace, list[str]]:
+    """Like parse(), but bad values are returned as problems, not raised."""
     ns = make_parser().parse_args(list(argv))
     given = vars(ns)
     configs: list[Path] = []
@@ -87,7 +96,8 @@ def parse(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace]:
             cli_values[opt.name] = tuple(value) if opt.kind is Kind.LIST else value
     cli_values["config-files"] = tuple(str(p) for p in configs)
     layers.append(("command line", cli_values))
-    return build_settings(layers), ns
+    problems: list[str] = []
+    return build_settings(layers, problems), ns, problems
 
 
 class _MaskingFormatter(logging.Formatter):
@@ -175,21 +185,33 @@ def _outputs(s: Settings) -> list[str]:
     return [p for p in (s.image, s.tarball, s.squash, s.iso) if p]
 
 
+def _plan_problems(settings: Settings, known: list[str]) -> list[str]:
+    """The plan's other complaints, leaving out options already reported
+    (a bad value was replaced by its default, which may draw a second,
+    misleading complaint)."""
+    bad = {p.split(":")[0].split()[0] for p in known}
+    try:
+        make_plan(settings)
+    except UsageError as exc:
+        return [p for p in exc.problems if not any(b in p for b in bad)]
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     masker = Masker()
     try:
-        settings, ns = parse(sys.argv[1:] if argv is None else argv)
+        settings, ns, problems = parse_collecting(sys.argv[1:] if argv is None else argv)
         if settings.root_password:
             masker.add(settings.root_password)
         for value in settings.user:
             masker.add(value.partition("/")[2])
+        if problems:
+            raise UsageError(problems + _plan_problems(settings, problems))
         if getattr(ns, "dump_config", False):
             print(dump_config(settings), end="")
             return 0
         # No log file yet: make_plan checks --log first, and a dry run writes nothing.
         setup_logging(settings, masker, to_file=False)
-        from vmdebootstrap.plan import make_plan
-
         plan = make_plan(settings)
         if not settings.dry_run:
             if os.geteuid() != 0:

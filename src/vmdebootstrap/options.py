@@ -66,6 +66,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-acpid", B, "do not install acpid", default=False, negatable=False),
     Option("no-check-gpg", B, "do NOT verify the mirror's Release signature (insecure)",
            default=False, negatable=False),
+    Option("cache-dir", S, "cache of downloaded packages and bootstrapped roots, shared "
+           "by builds", default="/var/cache/vmdebootstrap", metavar="DIR"),
+    Option("no-cache", B, "neither use nor fill the caches", default=False, negatable=False),
+    Option("refresh-cache", B, "rebuild the root even if the cache has it, and store it anew",
+           default=False, negatable=False),
+    Option("reproducible", B, "bit-identical outputs for the same inputs (SOURCE_DATE_EPOCH, "
+           "or the mirror's Release date when unset)", default=False),
     # configuration of the image
     Option("hostname", S, "host name of the image", default="debian", group="configure"),
     Option("root-password", S, "root password (hashed before it reaches the image)",

@@ -282,8 +282,8 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
                              host.cwd)
         except UsageError as exc:
             problems.extend(exc.problems)
-        except RuntimeError:  # Path.expanduser: ~USER with no such user
-            problems.append(f"--customize: {s.customize}: cannot expand '~' (no such user)")
+    if not s.no_cache:
+        problems.extend(_cache_dir_problems(s.cache_dir))
     if s.owner and not host.user_exists(s.owner):
         problems.append(f"--owner: no user {s.owner!r} on this host")
     problems.extend(_compression_problems(s.squash_compression))
@@ -414,3 +414,17 @@ def _image_problems(s: Settings, arch: str, codename: str, output: str,
         if s.convert_qcow2:
             problems.append("--convert-qcow2 only applies to --image")
     return problems
+
+
+def _cache_dir_problems(cache_dir: str) -> list[str]:
+    path = Path(cache_dir)
+    if not path.is_absolute():
+        return [f"--cache-dir: {cache_dir!r} must be an absolute path"]
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return [f"--cache-dir: {existing} is not a directory"]
+    if not os.access(existing, os.W_OK):
+        return [f"--cache-dir: {existing} is not writable (or use --no-cache)"]
+    return []

@@ -33,6 +33,10 @@ class Settings:
     kernel_package: str | None = None
     no_acpid: bool = False
     no_check_gpg: bool = False
+    cache_dir: str = "/var/cache/vmdebootstrap"
+    no_cache: bool = False
+    refresh_cache: bool = False
+    reproducible: bool = False
     # configuration
     hostname: str = "debian"
     root_password: str | None = field(default=None, repr=False)
@@ -153,13 +157,18 @@ def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
     return value, None
 
 
-def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]]) -> Settings:
+def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
+                   problems: list[str] | None = None) -> Settings:
     """Merge layers (lowest priority first) of raw values into Settings.
 
     List options accumulate across config files, but the command line
-    replaces them, as a config file is a default the user overrides."""
+    replaces them, as a config file is a default the user overrides.
+    Values that do not convert raise UsageError, or, when a ``problems``
+    list is given, are reported there and left at their defaults so that
+    the plan's checks can report everything else in the same run."""
+    collect = problems is not None
     values: dict[str, object] = {}
-    problems: list[str] = []
+    problems = problems if problems is not None else []
     for source, raw_values in layers:
         for name, raw in raw_values.items():
             if name == "config-files":
@@ -169,7 +178,7 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]]) -> Settin
                 problems.append(problem)
                 continue
             values[BY_NAME[name].dest] = value
-    if problems:
+    if problems and not collect:
         raise UsageError(problems)
     for _source, raw_values in layers:
         if "config-files" in raw_values:

@@ -64,17 +64,34 @@ class Run:
     seconds: float
 
 
+SESSION_CACHE = Path(tempfile.gettempdir()) / f"vmdebootstrap-test-cache-{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache() -> Iterator[Path]:
+    """Builds in one test run share a package and root cache, as builds on
+    one host do; it is not the host's own cache, and it goes at the end."""
+    yield SESSION_CACHE
+    from vmdebootstrap.resources import remove_tree
+
+    remove_tree(SESSION_CACHE)
+
+
 def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
                   env: dict[str, str] | None = None) -> Run:
-    """Run the real command, as a user would."""
+    """Run the real command, as a user would (with the session's cache)."""
     import time
 
+    if "--no-cache" not in args and "--cache-dir" not in args:
+        args = (*args, "--cache-dir", str(SESSION_CACHE))
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "vmdebootstrap", *args],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
     took = time.monotonic() - started
-    print(f"vmdebootstrap ({args[-2]} {args[-1]}): exit {proc.returncode} in {took:.0f} s")
+    outputs = [f"{a} {b}" for a, b in zip(args, args[1:], strict=False)
+               if a in ("--image", "--tarball", "--squash", "--iso")]
+    print(f"vmdebootstrap {' '.join(outputs)}: exit {proc.returncode} in {took:.0f} s")
     return Run(proc.returncode, proc.stdout, proc.stderr, took)
 
 

@@ -1,0 +1,170 @@
+"""The root and package caches: key, hit/miss decision, lock."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from vmdebootstrap.cache import Cache, CacheKey, explain_miss, make_key
+from vmdebootstrap.run import RecordingRunner
+
+
+def key_of(plan_of, *argv: str, release: bytes = b"Release 1") -> CacheKey:  # type: ignore[no-untyped-def]
+    return make_key(plan_of("--tarball", "out.tar", "--dry-run", *argv), release, "mmdebstrap 1.3.5")
+
+
+def test_key_is_stable_and_sensitive(plan_of) -> None:  # type: ignore[no-untyped-def]
+    base = key_of(plan_of)
+    assert base.digest == key_of(plan_of).digest
+    changes = {
+        "release": key_of(plan_of, release=b"Release 2"),
+        "packages": key_of(plan_of, "--package", "less"),
+        "arch": key_of(plan_of, "--arch", "arm64"),
+        "variant": key_of(plan_of, "--debootstrapopts", "variant=minbase"),
+        "components": key_of(plan_of, "--debootstrapopts", "components=main,contrib"),
+        "mirror": key_of(plan_of, "--mirror", "http://other.example/debian"),
+        "distribution": key_of(plan_of, "--distribution", "bookworm"),
+    }
+    for what, key in changes.items():
+        assert key.digest != base.digest, what
+        assert what in key.as_dict()
+
+
+def test_key_ignores_what_comes_after_the_bootstrap(plan_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    hook = tmp_path / "hook.sh"
+    hook.write_text("#!/bin/sh\n")
+    hook.chmod(0o755)
+    base = key_of(plan_of)
+    for extra in (["--hostname", "other"], ["--user", "u/pw"], ["--customize", str(hook)],
+                  ["--configure-apt"], ["--enable-dhcp", "--no-systemd-networkd"]):
+        key = key_of(plan_of, *extra)
+        if "--enable-dhcp" in extra:
+            continue  # adds packages, so it does change the tree
+        assert key.digest == base.digest, extra
+
+
+def test_package_order_does_not_matter(plan_of) -> None:  # type: ignore[no-untyped-def]
+    a = key_of(plan_of, "--package", "less", "--package", "nano")
+    b = key_of(plan_of, "--package", "nano", "--package", "less")
+    assert a.digest == b.digest
+
+
+def test_custom_package_content_is_in_the_key(plan_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    deb = tmp_path / "x.deb"
+    deb.write_bytes(b"one")
+    first = key_of(plan_of, "--custom-package", str(deb))
+    deb.write_bytes(b"two")
+    assert key_of(plan_of, "--custom-package", str(deb)).digest != first.digest
+
+
+def test_miss_explains_what_changed() -> None:
+    key = CacheKey((("distribution", "bookworm"), ("arch", "amd64"), ("release", "new"),
+                    ("packages", "a,b")))
+    assert "no cached root for bookworm amd64" in explain_miss(key, [])
+    older = {"distribution": "bookworm", "arch": "amd64", "release": "old", "packages": "a,b"}
+    assert explain_miss(key, [older]) == "the mirror's Release file changed"
+    other = {"distribution": "bookworm", "arch": "amd64", "release": "new", "packages": "a"}
+    assert explain_miss(key, [other]) == "the package list differs"
+
+
+def test_lookup_hit_and_miss(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    key = CacheKey((("distribution", "bookworm"), ("arch", "amd64")))
+    entry, why = cache.lookup(key)
+    assert entry is None and "no cached root" in why
+    runner = RecordingRunner()
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def fake_tar(argv, **kw):  # type: ignore[no-untyped-def]
+        Path(argv[argv.index("--file") + 1]).write_bytes(b"tar")
+        return RecordingRunner.run(runner, argv, **kw)
+
+    runner.run = fake_tar  # type: ignore[method-assign]
+    cache.store(runner, key, root)
+    entry, why = cache.lookup(key)
+    assert entry is not None and why == "hit"
+    assert not [p for p in cache.roots.iterdir() if p.name.startswith(".")], "temp files left"
+
+
+def test_store_evicts_least_recently_used(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    runner = RecordingRunner()
+
+    def fake_tar(argv, **kw):  # type: ignore[no-untyped-def]
+        Path(argv[argv.index("--file") + 1]).write_bytes(b"tar")
+        return RecordingRunner.run(runner, argv, **kw)
+
+    runner.run = fake_tar  # type: ignore[method-assign]
+    keys = [CacheKey((("n", str(i)),)) for i in range(8)]
+    for i, key in enumerate(keys):
+        cache.store(runner, key, tmp_path)
+        os.utime(cache.roots / f"{key.digest}.json", (1000 + i, 1000 + i))
+    cache._evict()
+    kept = {p.stem for p in cache.roots.glob("*.json")}
+    assert kept == {k.digest for k in keys[2:]}
+    assert len(list(cache.roots.glob("*.tar.zst"))) == 6
+
+
+def _hold_lock(path: str, seconds: float) -> None:
+    cache = Cache(Path(path))
+    with cache.locked():
+        time.sleep(seconds)
+
+
+def test_lock_serialises_writers(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    proc = multiprocessing.get_context("fork").Process(
+        target=_hold_lock, args=(str(cache.path), 1.0))
+    proc.start()
+    try:
+        fd = os.open(cache.path / ".lock", os.O_RDWR | os.O_CREAT)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # wait until the child holds it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                time.sleep(0.02)
+            except BlockingIOError:
+                break
+        os.close(fd)
+        started = time.monotonic()
+        with cache.locked():
+            waited = time.monotonic() - started
+        assert waited > 0.3, "the second writer did not wait for the first"
+    finally:
+        proc.join(5)
+
+
+def test_publish_debs_adds_only_new_files_atomically(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    outbox = tmp_path / "out"
+    outbox.mkdir()
+    (outbox / "a_1_amd64.deb").write_bytes(b"a")
+    (outbox / "b_1_all.deb").write_bytes(b"b")
+    (outbox / "lock").write_bytes(b"")
+    assert cache.publish_debs(outbox) == 2
+    assert cache.publish_debs(outbox) == 0
+    assert sorted(p.name for p in cache.debs.iterdir()) == ["a_1_amd64.deb", "b_1_all.deb"]
+
+
+def test_mmdebstrap_hooks_seed_only_matching_architectures(tmp_path: Path) -> None:
+    args = Cache(tmp_path / "c").mmdebstrap_args("arm64", tmp_path / "out")
+    assert "--skip=essential/unlink" in args
+    seed = next(a for a in args if a.startswith("--setup-hook="))
+    assert "*_arm64.deb" in seed and "*_all.deb" in seed and "amd64" not in seed
+    assert any(a.startswith("--customize-hook=sync-out /var/cache/apt/archives") for a in args)
+
+
+@pytest.mark.parametrize("bad", ["relative/dir"])
+def test_cache_dir_must_be_absolute(problems_of, bad: str) -> None:  # type: ignore[no-untyped-def]
+    assert any("--cache-dir" in p for p in problems_of("--tarball", "x.tar", "--cache-dir", bad))
