@@ -48,7 +48,10 @@ def find_hook(script: str, config_dirs: Sequence[Path], cwd: Path | None = None)
     """
     if not script:
         raise UsageError("--customize: no script given")
-    wanted = Path(script).expanduser()
+    try:
+        wanted = Path(script).expanduser()
+    except RuntimeError:  # ~user of a user that does not exist
+        raise UsageError(f"--customize: cannot expand {script!r}: no such user") from None
     if wanted.is_absolute():
         candidates = [wanted]
     else:

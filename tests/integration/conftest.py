@@ -6,6 +6,7 @@ device or vmdebootstrap temp dir after the test, pass or fail.
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -89,7 +90,7 @@ def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
                           capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
     took = time.monotonic() - started
-    outputs = [f"{a} {b}" for a, b in zip(args, args[1:], strict=False)
+    outputs = [f"{a} {b}" for a, b in itertools.pairwise(args)
                if a in ("--image", "--tarball", "--squash", "--iso")]
     print(f"vmdebootstrap {' '.join(outputs)}: exit {proc.returncode} in {took:.0f} s")
     return Run(proc.returncode, proc.stdout, proc.stderr, took)

@@ -6,19 +6,25 @@ import fcntl
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vmdebootstrap.cache import Cache, CacheKey, explain_miss, make_key
-from vmdebootstrap.run import RecordingRunner
+from vmdebootstrap.plan import Plan
+from vmdebootstrap.run import RecordingRunner, Result
+
+PlanOf = Callable[..., Plan]
 
 
-def key_of(plan_of, *argv: str, release: bytes = b"Release 1") -> CacheKey:  # type: ignore[no-untyped-def]
-    return make_key(plan_of("--tarball", "out.tar", "--dry-run", *argv), release, "mmdebstrap 1.3.5")
+def key_of(plan_of: PlanOf, *argv: str, release: bytes = b"Release 1") -> CacheKey:
+    plan = plan_of("--tarball", "out.tar", "--dry-run", *argv)
+    return make_key(plan, release, "mmdebstrap 1.3.5")
 
 
-def test_key_is_stable_and_sensitive(plan_of) -> None:  # type: ignore[no-untyped-def]
+def test_key_is_stable_and_sensitive(plan_of: PlanOf) -> None:
     base = key_of(plan_of)
     assert base.digest == key_of(plan_of).digest
     changes = {
@@ -35,7 +41,7 @@ def test_key_is_stable_and_sensitive(plan_of) -> None:  # type: ignore[no-untype
         assert what in key.as_dict()
 
 
-def test_key_ignores_what_comes_after_the_bootstrap(plan_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_key_ignores_what_comes_after_the_bootstrap(plan_of: PlanOf, tmp_path: Path) -> None:
     hook = tmp_path / "hook.sh"
     hook.write_text("#!/bin/sh\n")
     hook.chmod(0o755)
@@ -48,13 +54,13 @@ def test_key_ignores_what_comes_after_the_bootstrap(plan_of, tmp_path: Path) -> 
         assert key.digest == base.digest, extra
 
 
-def test_package_order_does_not_matter(plan_of) -> None:  # type: ignore[no-untyped-def]
+def test_package_order_does_not_matter(plan_of: PlanOf) -> None:
     a = key_of(plan_of, "--package", "less", "--package", "nano")
     b = key_of(plan_of, "--package", "nano", "--package", "less")
     assert a.digest == b.digest
 
 
-def test_custom_package_content_is_in_the_key(plan_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_custom_package_content_is_in_the_key(plan_of: PlanOf, tmp_path: Path) -> None:
     deb = tmp_path / "x.deb"
     deb.write_bytes(b"one")
     first = key_of(plan_of, "--custom-package", str(deb))
@@ -82,7 +88,7 @@ def test_lookup_hit_and_miss(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
 
-    def fake_tar(argv, **kw):  # type: ignore[no-untyped-def]
+    def fake_tar(argv: list[str], **kw: Any) -> Result:
         Path(argv[argv.index("--file") + 1]).write_bytes(b"tar")
         return RecordingRunner.run(runner, argv, **kw)
 
@@ -98,7 +104,7 @@ def test_store_evicts_least_recently_used(tmp_path: Path) -> None:
     cache.prepare()
     runner = RecordingRunner()
 
-    def fake_tar(argv, **kw):  # type: ignore[no-untyped-def]
+    def fake_tar(argv: list[str], **kw: Any) -> Result:
         Path(argv[argv.index("--file") + 1]).write_bytes(b"tar")
         return RecordingRunner.run(runner, argv, **kw)
 
@@ -166,5 +172,5 @@ def test_mmdebstrap_hooks_seed_only_matching_architectures(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("bad", ["relative/dir"])
-def test_cache_dir_must_be_absolute(problems_of, bad: str) -> None:  # type: ignore[no-untyped-def]
+def test_cache_dir_must_be_absolute(problems_of: Callable[..., list[str]], bad: str) -> None:
     assert any("--cache-dir" in p for p in problems_of("--tarball", "x.tar", "--cache-dir", bad))
