@@ -137,7 +137,7 @@ def write_outputs(ctx: Context) -> list[Path]:
     if plan.output == "tarball":
         final = Path(s.tarball or "")
         with staged_file(final) as tmp:
-            out.write_tarball(runner, root, tmp)
+            out.write_tarball(runner, root, tmp, final.name)
         written.append(final)
     elif plan.output == "squash":
         final = Path(s.squash or "")

@@ -16,7 +16,6 @@ from vmdebootstrap import __version__
 from vmdebootstrap.config import default_config_files, dump_config, read_config
 from vmdebootstrap.errors import Interrupted, UsageError, VmdebootstrapError
 from vmdebootstrap.options import OPTIONS, Kind
-from vmdebootstrap.plan import make_plan
 from vmdebootstrap.run import Masker, SubprocessRunner
 from vmdebootstrap.settings import Settings, build_settings
 
@@ -189,6 +188,8 @@ def _plan_problems(settings: Settings, known: list[str]) -> list[str]:
     """The plan's other complaints, leaving out options already reported
     (a bad value was replaced by its default, which may draw a second,
     misleading complaint)."""
+    from vmdebootstrap.plan import make_plan  # late: tests replace it
+
     bad = {p.split(":")[0].split()[0] for p in known}
     try:
         make_plan(settings)
@@ -212,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         # No log file yet: make_plan checks --log first, and a dry run writes nothing.
         setup_logging(settings, masker, to_file=False)
+        from vmdebootstrap.plan import make_plan  # late: tests replace it
+
         plan = make_plan(settings)
         if not settings.dry_run:
             if os.geteuid() != 0:
@@ -237,13 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
 
 
+def _printable(text: str) -> str:
+    """A problem on one line: control characters a user typed are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _report(exc: VmdebootstrapError) -> None:
     text = str(exc)
     if isinstance(exc, UsageError):
         text = "\n".join(exc.problems)
         # One "vmdebootstrap: error:" line per problem.
-        message = "\n".join(f"vmdebootstrap: error: {p}".replace("\n", "\\n")
-                            for p in exc.problems)
+        message = "\n".join(f"vmdebootstrap: error: {_printable(p)}" for p in exc.problems)
     else:
         message = f"vmdebootstrap: error: {text}".replace("\n", "\nvmdebootstrap: ")
     log.debug("error: %s", text)

@@ -17,6 +17,8 @@ from vmdebootstrap.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 
+SERIAL_DEFAULT = "/sbin/getty -L ttyS0 115200 vt100"
+
 HOSTS = """127.0.0.1\tlocalhost
 127.0.1.1\t{name}
 
@@ -168,8 +170,11 @@ def configure_serial_console(plan: Plan, root: Path) -> None:
         return
     inittab = root / "etc/inittab"
     if inittab.exists():
+        command = plan.settings.serial_console_command
+        if command == SERIAL_DEFAULT:
+            command = command.replace("ttyS0", plan.serial_tty)
         with inittab.open("a") as fh:
-            fh.write(f"S0:23:respawn:{plan.settings.serial_console_command}\n")
+            fh.write(f"S0:23:respawn:{command}\n")
     else:
         _enable_unit(root, f"serial-getty@{plan.serial_tty}.service", "getty.target")
 

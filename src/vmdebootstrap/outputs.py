@@ -24,11 +24,13 @@ from vmdebootstrap.run import Runner
 log = logging.getLogger("vmdebootstrap")
 
 MIN_SQUASHFS = 1024 * 1024  # the live-image guide: smaller means mksquashfs failed
-PKGLIST_FORMAT = "${binary:Package}\t${Version}\t${source:Package}\t${source:Version}\n"
+PKGLIST_FORMAT = "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n"
 
 
-def tar_argv(root: Path, output: Path) -> list[str]:
-    name = output.name
+def tar_argv(root: Path, output: Path, name: str | None = None) -> list[str]:
+    """``name``: the final file name, which picks the compressor (``output``
+    may be a temporary name)."""
+    name = name or output.name
     compress: list[str] = []
     if name.endswith((".tar.gz", ".tgz")):
         compress = ["--use-compress-program=gzip -n"]
@@ -76,8 +78,8 @@ def staged_dir(final: Path) -> Iterator[Path]:
     stage.rmdir()
 
 
-def write_tarball(runner: Runner, root: Path, output: Path) -> None:
-    runner.run(tar_argv(root, output), label="tar", what="writing the tarball failed")
+def write_tarball(runner: Runner, root: Path, output: Path, name: str | None = None) -> None:
+    runner.run(tar_argv(root, output, name), label="tar", what="writing the tarball failed")
 
 
 def tree_size(root: Path) -> int:

@@ -90,6 +90,9 @@ def unmount_under(
             lazy = runner.run(["umount", "--lazy", target], check=False, label="umount")
             if lazy.returncode != 0:
                 failed.append(target)
+    here = os.path.realpath(path)
+    failed += [p for p in mounts_under(path, mountinfo())
+               if (include_self or p != here) and p not in failed]
     return failed
 
 
@@ -140,17 +143,22 @@ def remove_tree(path: str | os.PathLike[str], mountinfo: str | None = None) -> N
     top_dev = top.lstat().st_dev
     skipped: list[str] = []
 
-    def walk(directory: Path) -> None:
+    def walk(directory: Path) -> bool:
+        """Empty ``directory``; False if something in it had to be kept."""
+        emptied = True
         for entry in os.scandir(directory):
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 if st.st_dev != top_dev:
                     skipped.append(entry.path)
-                    continue
-                walk(Path(entry.path))
-                os.rmdir(entry.path)
+                    emptied = False
+                elif walk(Path(entry.path)):
+                    os.rmdir(entry.path)
+                else:
+                    emptied = False
             else:
                 os.unlink(entry.path)
+        return emptied
 
     if top.is_dir() and not top.is_symlink():
         walk(top)
@@ -170,14 +178,24 @@ def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
     log.debug("work directory %s", path)
     try:
         yield path
-    finally:
-        leftover = unmount_under(path, runner)
-        if keep:
-            log.warning("keeping work directory %s", path)
-        elif leftover:
-            log.error("not removing %s: could not unmount %s", path, ", ".join(leftover))
-        else:
-            remove_tree(path)
+    except BaseException:
+        # The build's own error stays the one the user sees.
+        try:
+            _drop_work_dir(path, runner, keep)
+        except Exception as exc:
+            log.error("%s", exc)
+        raise
+    _drop_work_dir(path, runner, keep)
+
+
+def _drop_work_dir(path: Path, runner: Runner, keep: bool) -> None:
+    leftover = unmount_under(path, runner)
+    if keep:
+        log.warning("keeping work directory %s", path)
+    elif leftover:
+        raise BuildError(f"not removing {path}: could not unmount {', '.join(leftover)}")
+    else:
+        remove_tree(path)
 
 
 @contextlib.contextmanager

@@ -180,7 +180,7 @@ class SubprocessRunner:
             _kill_group(proc)
             for t in readers:
                 t.join(5)
-            raise CommandTimeout(args, -signal.SIGKILL, list(tail),
+            raise CommandTimeout([self.mask(a) for a in args], -signal.SIGKILL, list(tail),
                                  what or f"timed out after {timeout:g} s") from None
         except BaseException:
             # Ctrl-C or SIGTERM in the parent: the child is in its own session,
@@ -191,7 +191,7 @@ class SubprocessRunner:
             t.join()
         stdout = b"".join(chunks).decode("utf-8", "replace") if capture else ""
         if check and returncode != 0:
-            raise CommandError(args, returncode, list(tail), what)
+            raise CommandError([self.mask(a) for a in args], returncode, list(tail), what)
         return Result(returncode, stdout, list(tail))
 
 

@@ -165,7 +165,7 @@ def test_password_in_config_not_in_errors(run_cli: RunCli, tmp_path: Path) -> No
     conf.write_text(f"[config]\ntarball = root.tar\nuser = {SECRET}\nsize = 12Q\n")
     result = run_cli("--config", str(conf))
     assert result.code == 2
-    assert len(error_lines(result)) == 1  # size, found first; user is checked later
+    assert len(error_lines(result)) == 2  # both reported in one run
     assert SECRET not in result.err
     conf.write_text(f"[config]\ntarball = root.tar\nuser = {SECRET}\n")
     result = run_cli("--config", str(conf))

@@ -1,0 +1,320 @@
+"""outputs.py: tar and mksquashfs command lines, staged directories, the
+kernel pick, and the checks that catch a broken squashfs."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from vmdebootstrap import outputs
+from vmdebootstrap.errors import BuildError
+from vmdebootstrap.outputs import (
+    MIN_SQUASHFS,
+    check_free_space,
+    find_kernel,
+    mksquashfs_argv,
+    staged_dir,
+    tar_argv,
+)
+from vmdebootstrap.plan import Plan
+from vmdebootstrap.run import RecordingRunner, Result
+
+PlanOf = Callable[..., Plan]
+ROOT = Path("/srv/build/root")
+
+
+# --- tar ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "compress"), [
+    ("root.tar", []),
+    ("root.tar.gz", ["--use-compress-program=gzip -n"]),
+    ("root.tgz", ["--use-compress-program=gzip -n"]),
+    ("root.tar.xz", ["--use-compress-program=xz -T0"]),
+    ("root.txz", ["--use-compress-program=xz -T0"]),
+    ("root.tar.zst", ["--use-compress-program=zstd -T0 -q"]),
+    ("root.tar.bz2", ["--bzip2"]),
+])
+def test_tar_argv_per_suffix(name: str, compress: list[str]) -> None:
+    output = Path("/srv/out") / name
+    argv = tar_argv(ROOT, output)
+    assert argv[:4] == ["tar", "--create", "--file", str(output)]
+    for flag in ("--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+                 "--sort=name"):
+        assert flag in argv
+    assert [a for a in argv if "compress" in a or a == "--bzip2"] == compress
+    assert argv[-3:] == ["--directory", str(ROOT), "."]  # relative member names
+
+
+def test_write_tarball_runs_tar(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    outputs.write_tarball(runner, ROOT, tmp_path / "r.tar.xz")
+    assert runner.calls == [tar_argv(ROOT, tmp_path / "r.tar.xz")]
+
+
+# --- mksquashfs -----------------------------------------------------------------------
+
+
+def test_mksquashfs_argv_xz_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outputs.os, "cpu_count", lambda: 7)
+    argv = mksquashfs_argv(ROOT, Path("/o/filesystem.squashfs"), "xz")
+    assert argv[:3] == ["mksquashfs", str(ROOT), "/o/filesystem.squashfs"]
+    assert "-noappend" in argv and "-no-progress" in argv
+    assert argv[argv.index("-comp") + 1] == "xz"
+    assert argv[argv.index("-b") + 1] == "1M"
+    assert "-Xcompression-level" not in argv
+    assert argv[argv.index("-processors") + 1] == "7"
+
+
+@pytest.mark.parametrize(("compression", "comp", "level"), [
+    ("zstd:19", "zstd", "19"), ("gzip:9", "gzip", "9"), ("lz4", "lz4", None),
+    ("lzo:1", "lzo", "1"),
+])
+def test_mksquashfs_argv_compression_and_level(compression: str, comp: str,
+                                              level: str | None) -> None:
+    argv = mksquashfs_argv(ROOT, Path("/o/fs"), compression, processors=3)
+    assert argv[argv.index("-comp") + 1] == comp
+    if level is None:
+        assert "-Xcompression-level" not in argv
+    else:
+        assert argv[argv.index("-Xcompression-level") + 1] == level
+    assert "-b" not in argv
+    assert argv[argv.index("-processors") + 1] == "3"
+    assert argv.count("-processors") == 1
+
+
+def test_mksquashfs_argv_unknown_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outputs.os, "cpu_count", lambda: None)
+    argv = mksquashfs_argv(ROOT, Path("/o/fs"), "xz")
+    assert argv[argv.index("-processors") + 1] == "1"
+
+
+# --- staged_dir ---------------------------------------------------------------------------
+
+
+def test_staged_dir_moves_files_in_on_success(tmp_path: Path) -> None:
+    final = tmp_path / "live"
+    with staged_dir(final) as stage:
+        assert stage.parent == final and stage.name.startswith(".")
+        (stage / "filesystem.squashfs").write_bytes(b"hsqs")
+        (stage / "vmlinuz").write_bytes(b"kernel")
+        (stage / "vmlinuz").chmod(0o600)
+    assert sorted(p.name for p in final.iterdir()) == ["filesystem.squashfs", "vmlinuz"]
+    assert stat.S_IMODE((final / "vmlinuz").stat().st_mode) == 0o644
+
+
+def test_staged_dir_failure_removes_a_dir_it_created(tmp_path: Path) -> None:
+    final = tmp_path / "new" / "live"
+    final.parent.mkdir()
+    with pytest.raises(BuildError, match="mksquashfs failed"), staged_dir(final) as stage:
+        (stage / "filesystem.squashfs").write_bytes(b"half")
+        raise BuildError("mksquashfs failed")
+    assert not final.exists()
+    assert list(final.parent.iterdir()) == []
+
+
+def test_staged_dir_failure_keeps_an_existing_dir(tmp_path: Path) -> None:
+    final = tmp_path / "live"
+    final.mkdir()
+    (final / "filesystem.squashfs").write_bytes(b"from the last build")
+    with pytest.raises(KeyboardInterrupt), staged_dir(final) as stage:
+        (stage / "filesystem.squashfs").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert [p.name for p in final.iterdir()] == ["filesystem.squashfs"]
+    assert (final / "filesystem.squashfs").read_bytes() == b"from the last build"
+
+
+def test_staged_dir_success_replaces_older_files(tmp_path: Path) -> None:
+    final = tmp_path / "live"
+    final.mkdir()
+    (final / "filesystem.squashfs").write_bytes(b"old")
+    with staged_dir(final) as stage:
+        (stage / "filesystem.squashfs").write_bytes(b"new")
+    assert (final / "filesystem.squashfs").read_bytes() == b"new"
+    assert [p.name for p in final.iterdir()] == ["filesystem.squashfs"]
+
+
+# --- kernels --------------------------------------------------------------------------------
+
+
+def boot_with(root: Path, versions: Sequence[str], initrds: Sequence[str] | None = None) -> Path:
+    boot = root / "boot"
+    boot.mkdir(parents=True)
+    for v in versions:
+        (boot / f"vmlinuz-{v}").write_bytes(f"kernel {v}".encode())
+        (boot / f"config-{v}").write_text("")
+    for v in versions if initrds is None else initrds:
+        (boot / f"initrd.img-{v}").write_bytes(f"initrd {v}".encode())
+    return boot
+
+
+def test_find_kernel_picks_the_newest(tmp_path: Path) -> None:
+    boot = boot_with(tmp_path, ["5.10.0-28-amd64", "6.1.0-9-amd64", "6.1.0-10-amd64"])
+    kernel, initrd = find_kernel(tmp_path)
+    assert kernel == boot / "vmlinuz-6.1.0-10-amd64"
+    assert initrd == boot / "initrd.img-6.1.0-10-amd64"
+
+
+def test_find_kernel_arm64_and_vmlinux(tmp_path: Path) -> None:
+    boot = boot_with(tmp_path, ["6.1.0-9-arm64", "6.12.38+deb13-arm64"])
+    assert find_kernel(tmp_path)[0] == boot / "vmlinuz-6.12.38+deb13-arm64"
+
+
+def test_find_kernel_none(tmp_path: Path) -> None:
+    (tmp_path / "boot").mkdir()
+    with pytest.raises(BuildError, match=r"no kernel in .*boot.*kernel package"):
+        find_kernel(tmp_path)
+    with pytest.raises(BuildError, match="no kernel"):
+        find_kernel(tmp_path / "missing")
+
+
+def test_find_kernel_without_initrd(tmp_path: Path) -> None:
+    boot_with(tmp_path, ["6.1.0-10-amd64"], initrds=[])
+    with pytest.raises(BuildError, match=r"no initrd for kernel 6\.1\.0-10-amd64"):
+        find_kernel(tmp_path)
+
+
+def test_copy_kernel(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    boot_with(root, ["6.1.0-9-amd64", "6.1.0-10-amd64"])
+    dest = tmp_path / "live"
+    dest.mkdir()
+    outputs.copy_kernel(root, dest)
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "initrd.img", "initrd.img-6.1.0-10-amd64", "vmlinuz", "vmlinuz-6.1.0-10-amd64"]
+    assert (dest / "vmlinuz").read_bytes() == b"kernel 6.1.0-10-amd64"
+    assert (dest / "initrd.img").read_bytes() == b"initrd 6.1.0-10-amd64"
+
+
+# --- free space and the squashfs size check ---------------------------------------------------
+
+
+class Usage(NamedTuple):
+    total: int
+    used: int
+    free: int
+
+
+def tree_with_data(root: Path, size: int = 256 * 1024) -> None:
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "usr/bin/big").write_bytes(os.urandom(size))
+    (root / "usr/bin/link").symlink_to("big")
+
+
+def test_check_free_space_refuses_naming_the_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    tree_with_data(root)
+    dest = tmp_path / "out dir"
+    dest.mkdir()
+    seen: list[str] = []
+
+    def usage(path: str | os.PathLike[str]) -> Usage:
+        seen.append(os.fspath(path))
+        return Usage(10**12, 10**12, 1024)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    with pytest.raises(BuildError) as info:
+        check_free_space(root, dest)
+    assert str(dest) in str(info.value)
+    assert "not enough free space" in str(info.value)
+    assert seen == [str(dest)]
+
+
+def test_check_free_space_enough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    tree_with_data(root)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
+    check_free_space(root, tmp_path)
+    assert outputs.tree_size(root) >= 256 * 1024
+
+
+class SquashRunner(RecordingRunner):
+    """mksquashfs that writes a file of the given size at its output path."""
+
+    def __init__(self, size: int | None) -> None:
+        super().__init__()
+        self.size = size
+
+    def run(self, argv: Sequence[str | os.PathLike[str]], **kwargs: object) -> Result:
+        result = super().run(argv, **kwargs)  # type: ignore[arg-type]
+        if self.size is not None:
+            with open(self.calls[-1][2], "wb") as fh:
+                fh.truncate(self.size)
+        return result
+
+
+@pytest.fixture
+def plenty_of_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
+
+
+@pytest.mark.parametrize("size", [None, 0, 4096, MIN_SQUASHFS - 1])
+def test_write_squashfs_rejects_a_tiny_result(tmp_path: Path, plenty_of_space: None,
+                                              size: int | None) -> None:
+    root = tmp_path / "root"
+    tree_with_data(root, 1024)
+    output = tmp_path / "live/filesystem.squashfs"
+    output.parent.mkdir()
+    runner = SquashRunner(size)
+    with pytest.raises(BuildError, match="under 1 MiB"):
+        outputs.write_squashfs(runner, root, output, "zstd:19")
+    assert runner.calls[0][:3] == ["mksquashfs", str(root), str(output)]
+
+
+def test_write_squashfs_accepts_a_real_size(tmp_path: Path, plenty_of_space: None) -> None:
+    root = tmp_path / "root"
+    tree_with_data(root, 1024)
+    output = tmp_path / "filesystem.squashfs"
+    outputs.write_squashfs(SquashRunner(MIN_SQUASHFS), root, output, "xz")
+    assert output.stat().st_size == MIN_SQUASHFS
+
+
+def test_write_squashfs_checks_space_first(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "root"
+    tree_with_data(root)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**12, 10**12, 0))
+    runner = SquashRunner(MIN_SQUASHFS)
+    with pytest.raises(BuildError, match="not enough free space"):
+        outputs.write_squashfs(runner, root, tmp_path / "fs.squashfs", "xz")
+    assert runner.calls == []
+
+
+# --- package list, owner, output paths --------------------------------------------------------
+
+
+def test_write_pkglist(tmp_path: Path) -> None:
+    listing = "bash\t5.2.37-2\tbash\t5.2.37-2\nlibc6\t2.41-12\tglibc\t2.41-12\n"
+    runner = RecordingRunner({"dpkg-query": listing})
+    dest = tmp_path / "filesystem.packages"
+    outputs.write_pkglist(runner, ROOT, dest)
+    assert dest.read_text() == listing
+    argv = runner.calls[0]
+    assert argv[:3] == ["dpkg-query", f"--admindir={ROOT}/var/lib/dpkg", "-W"]
+    assert argv[3] == f"-f={outputs.PKGLIST_FORMAT}"
+
+
+def test_chown_outputs(tmp_path: Path) -> None:
+    me = pwd.getpwuid(os.getuid())
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "vmlinuz").write_text("")
+    outputs.chown_outputs([live], None)
+    outputs.chown_outputs([live], me.pw_name)
+    assert (live / "vmlinuz").stat().st_uid == me.pw_uid
+    with pytest.raises(KeyError):
+        outputs.chown_outputs([live], "vmdebootstrap-no-such-user")
+
+
+def test_output_paths(plan_of: PlanOf, out: Path) -> None:
+    plan = plan_of("--iso", str(out / "live.iso"), "--squash", str(out / "live"))
+    assert outputs.output_paths(plan) == [out / "live", out / "live.iso"]
+    assert outputs.output_paths(plan_of("--tarball", str(out / "r.tar"))) == [out / "r.tar"]
