@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vmdebootstrap import bootstrap as bs
 from vmdebootstrap import configure as cf
-from vmdebootstrap import iso
+from vmdebootstrap import iso, reproducible
 from vmdebootstrap import outputs as out
 from vmdebootstrap.cache import bootstrap_with_cache
 from vmdebootstrap.customise import HookEnv, run_hook
@@ -50,6 +50,7 @@ def step(message: str) -> None:
 def build(plan: Plan, runner: Runner) -> list[Path]:
     s = plan.settings
     started = time.monotonic()
+    plan = reproducible.enter(plan)
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(temp_dir(runner))
         ctx = Context(plan, runner, work, work / "root")
@@ -86,6 +87,7 @@ def populate(ctx: Context) -> None:
             with chroot_mounts(runner, root), daemons_blocked(root):
                 cf.update_initramfs(plan, runner, root)
         cf.clean_apt(root)
+        cf.remove_build_leftovers(root)
         cf.make_safe_to_share(root)
 
 
@@ -137,7 +139,7 @@ def write_outputs(ctx: Context) -> list[Path]:
     if plan.output == "tarball":
         final = Path(s.tarball or "")
         with staged_file(final) as tmp:
-            out.write_tarball(runner, root, tmp, final.name)
+            out.write_tarball(runner, root, tmp, final.name, plan.epoch)
         written.append(final)
     elif plan.output == "squash":
         final = Path(s.squash or "")
@@ -191,5 +193,5 @@ def iso_spec(plan: Plan) -> iso.IsoSpec:
         serial_console=s.serial_console,
         splash=Path(s.splash) if s.splash else None,
         installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
-        mirror=plan.mirror,
+        mirror=plan.mirror, source_date_epoch=plan.epoch,
     )

@@ -201,6 +201,22 @@ def make_safe_to_share(root: Path) -> None:
             link.symlink_to(f"/etc/systemd/system/{unit.name}")
 
 
+# Written during the build, different every time, and of no use in an image.
+BUILD_LEFTOVERS = (
+    "var/log/dpkg.log", "var/log/alternatives.log", "var/log/bootstrap.log",
+    "var/log/apt/history.log", "var/log/apt/term.log", "var/log/apt/eipp.log.xz",
+    "var/cache/ldconfig/aux-cache", "var/lib/dpkg/status-old", "var/lib/dpkg/diversions-old",
+    "var/lib/dpkg/statoverride-old", "var/cache/debconf/config.dat-old",
+    "var/cache/debconf/templates.dat-old", "var/cache/debconf/passwords.dat-old",
+    "etc/passwd-", "etc/group-", "etc/shadow-", "etc/gshadow-", "etc/subuid-", "etc/subgid-",
+)
+
+
+def remove_build_leftovers(root: Path) -> None:
+    for rel in BUILD_LEFTOVERS:
+        (root / rel).unlink(missing_ok=True)
+
+
 def clean_apt(root: Path) -> None:
     """Package lists and downloaded .debs do not belong in an output."""
     lists = root / "var/lib/apt/lists"

@@ -27,7 +27,8 @@ MIN_SQUASHFS = 1024 * 1024  # the live-image guide: smaller means mksquashfs fai
 PKGLIST_FORMAT = "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n"
 
 
-def tar_argv(root: Path, output: Path, name: str | None = None) -> list[str]:
+def tar_argv(root: Path, output: Path, name: str | None = None,
+             epoch: int | None = None) -> list[str]:
     """``name``: the final file name, which picks the compressor (``output``
     may be a temporary name)."""
     name = name or output.name
@@ -40,13 +41,20 @@ def tar_argv(root: Path, output: Path, name: str | None = None) -> list[str]:
         compress = ["--use-compress-program=zstd -T0 -q"]
     elif name.endswith(".tar.bz2"):
         compress = ["--bzip2"]
+    stable: list[str] = []
+    if epoch is not None:
+        stable = [f"--mtime=@{epoch}", "--clamp-mtime",
+                  "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"]
     return ["tar", "--create", "--file", str(output), "--numeric-owner", "--xattrs",
-            "--xattrs-include=*", "--acls", "--sort=name", *compress,
+            "--xattrs-include=*", "--acls", "--sort=name", *stable, *compress,
             "--directory", str(root), "."]
 
 
 def mksquashfs_argv(root: Path, output: Path, compression: str,
                     processors: int | None = None) -> list[str]:
+    """Reproducible builds need no option here: mksquashfs takes every
+    timestamp from SOURCE_DATE_EPOCH in its environment (and refuses
+    -mkfs-time / -all-time alongside it)."""
     comp, _, level = compression.partition(":")
     argv = ["mksquashfs", str(root), str(output), "-noappend", "-comp", comp,
             "-no-progress"]
@@ -78,8 +86,10 @@ def staged_dir(final: Path) -> Iterator[Path]:
     stage.rmdir()
 
 
-def write_tarball(runner: Runner, root: Path, output: Path, name: str | None = None) -> None:
-    runner.run(tar_argv(root, output, name), label="tar", what="writing the tarball failed")
+def write_tarball(runner: Runner, root: Path, output: Path, name: str | None = None,
+                  epoch: int | None = None) -> None:
+    runner.run(tar_argv(root, output, name, epoch), label="tar",
+               what="writing the tarball failed")
 
 
 def tree_size(root: Path) -> int:

@@ -35,7 +35,7 @@ class PasswordError(VmdebootstrapError):
 
 
 class CryptBackend(Protocol):
-    def gensalt(self, prefix: str) -> str | None: ...
+    def gensalt(self, prefix: str, seed: bytes | None = None) -> str | None: ...
 
     def crypt(self, phrase: bytes, setting: str) -> str | None: ...
 
@@ -65,11 +65,13 @@ class LibXCrypt:
         self._crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p,
                                 ctypes.c_int]
 
-    def gensalt(self, prefix: str) -> str | None:
+    def gensalt(self, prefix: str, seed: bytes | None = None) -> str | None:
         out = ctypes.create_string_buffer(GENSALT_OUTPUT_SIZE)
         # count 0 picks the method's default cost; a NULL rbytes makes
-        # libxcrypt read its own randomness from the OS.
-        result = self._gensalt(prefix.encode("ascii"), 0, None, 0, out, GENSALT_OUTPUT_SIZE)
+        # libxcrypt read its own randomness from the OS.  A seed is only
+        # given for reproducible builds.
+        result = self._gensalt(prefix.encode("ascii"), 0, seed, len(seed) if seed else 0,
+                               out, GENSALT_OUTPUT_SIZE)
         return result.decode("ascii") if result else None
 
     def crypt(self, phrase: bytes, setting: str) -> str | None:
@@ -107,8 +109,11 @@ def _ok(hashed: str | None, prefix: str) -> bool:
 
 
 def hash_password(password: str, method: str = "yescrypt",
-                  backend: CryptBackend | None = None) -> str:
-    """Hash for /etc/shadow; falls back to sha512crypt where yescrypt is missing."""
+                  backend: CryptBackend | None = None, seed: bytes | None = None) -> str:
+    """Hash for /etc/shadow; falls back to sha512crypt where yescrypt is missing.
+
+    ``seed`` (reproducible builds only) replaces the random salt bytes, so
+    the same inputs give the same hash."""
     if method not in METHODS:
         raise PasswordError(
             f"unknown password hashing method {method!r}; use one of {', '.join(METHODS)}")
@@ -118,7 +123,7 @@ def hash_password(password: str, method: str = "yescrypt",
     for name in dict.fromkeys((method, FALLBACK_METHOD)):
         prefix = METHODS[name]
         tried.append(name)
-        setting = backend.gensalt(prefix)
+        setting = backend.gensalt(prefix, seed) if seed else backend.gensalt(prefix)
         if setting is None or not _ok(setting, prefix):
             continue
         hashed = backend.crypt(phrase, setting)

@@ -97,6 +97,7 @@ class Plan:
     hook: Path | None
     foreign: binfmt.ForeignSetup | None
     notes: tuple[str, ...] = ()
+    epoch: int | None = None  # SOURCE_DATE_EPOCH of a reproducible build
 
     @property
     def bootable(self) -> bool:

@@ -299,7 +299,8 @@ def test_write_outputs_failure(plan_of: PlanOf, rig: Rig,
                        "writing the tarball failed")
     seen: list[Path] = []
 
-    def write_tarball(runner: object, root: Path, output: Path, name: str | None = None) -> None:
+    def write_tarball(runner: object, root: Path, output: Path, name: str | None = None,
+                      epoch: int | None = None) -> None:
         output.write_bytes(b"half a tarball")
         seen.append(output)
         raise exc
