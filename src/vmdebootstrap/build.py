@@ -20,7 +20,7 @@ from vmdebootstrap import iso, reproducible
 from vmdebootstrap import outputs as out
 from vmdebootstrap.cache import bootstrap_with_cache
 from vmdebootstrap.customise import HookEnv, run_hook
-from vmdebootstrap.plan import Plan
+from vmdebootstrap.plan import Plan, iso_spec_of
 from vmdebootstrap.resources import (
     chroot_mounts,
     daemons_blocked,
@@ -64,7 +64,24 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
         out.chown_outputs(written, s.owner)
     log.info("build finished in %.0f s: %s", time.monotonic() - started,
              ", ".join(str(p) for p in written))
+    if s.boot_test:
+        step("Boot test")
+        boot_check(plan, written[0])
     return written
+
+
+def boot_check(plan: Plan, output: Path) -> None:
+    """Log in on the serial console as the first user with a password (or
+    root), and check sudo when that user has it."""
+    from vmdebootstrap.boottest import check_output
+
+    s = plan.settings
+    login = next(((v.partition("/")[0], v.partition("/")[2]) for v in s.user
+                  if v.partition("/")[2]), None)
+    if login is None and s.root_password:
+        login = ("root", s.root_password)
+    check_output(output, arch=plan.arch, user=login[0] if login else None,
+                 password=login[1] if login else None, log=log.info)
 
 
 def populate(ctx: Context) -> None:
@@ -178,20 +195,13 @@ def write_iso(ctx: Context) -> list[Path]:
     final = Path(s.iso or "")
     iso_work = ctx.work / "iso"
     iso_work.mkdir()
-    iso.build_iso(ctx.runner, iso_spec(plan), squash_dir, final, iso_work)
-    iso.check_iso(ctx.runner, final, plan.arch)
+    spec = iso_spec_of(plan.settings, plan.arch, plan.distribution, plan.mirror, plan.epoch)
+    iso.build_iso(ctx.runner, spec, squash_dir, final, iso_work)
+    try:
+        # As with mksquashfs, xorriso's exit status alone is not trusted.
+        iso.check_iso(ctx.runner, final, plan.arch)
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
     written.insert(0, final)
     return written
-
-
-def iso_spec(plan: Plan) -> iso.IsoSpec:
-    s = plan.settings
-    return iso.IsoSpec(
-        arch=plan.arch, distribution=plan.distribution, volume_id=s.iso_volume_id,
-        menu_title=s.iso_menu_title,
-        kernel_append=tuple((s.kernel_append or "").split()),
-        serial_console=s.serial_console,
-        splash=Path(s.splash) if s.splash else None,
-        installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
-        mirror=plan.mirror, source_date_epoch=plan.epoch,
-    )

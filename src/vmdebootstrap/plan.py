@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from vmdebootstrap import apt_sources, binfmt, distro
+from vmdebootstrap import apt_sources, binfmt, distro, iso
 from vmdebootstrap.customise import find_hook
 from vmdebootstrap.errors import UsageError
 from vmdebootstrap.passwords import UserSpec, hash_password, parse_user
@@ -308,6 +308,18 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
             if getattr(s, name):
                 problems.append(f"--{name} only applies to --iso")
 
+    if output == "iso" and arch in ISO_ARCHES and codename:
+        spec = iso_spec_of(s, arch, codename, mirror)
+        checked_above = ("volume", "splash", "preseed")
+        problems.extend(f"--iso: {p}" for p in iso.validate_spec(spec)
+                        if not any(word in p.lower() for word in checked_above))
+        if not s.dry_run:
+            problems.extend(f"--iso needs {m} installed" for m in iso.missing_requirements(spec))
+    if s.boot_test:
+        if output not in ("iso", "image"):
+            problems.append("--boot-test needs a bootable output: --iso or --image")
+        if not s.serial_console:
+            problems.append("--boot-test logs in on the serial console: add --serial-console")
     if problems:
         raise UsageError(problems)
 
@@ -429,3 +441,14 @@ def _cache_dir_problems(cache_dir: str) -> list[str]:
     if not os.access(existing, os.W_OK):
         return [f"--cache-dir: {existing} is not writable (or use --no-cache)"]
     return []
+
+
+def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,
+                epoch: int | None = None) -> iso.IsoSpec:
+    return iso.IsoSpec(
+        arch=arch, distribution=codename, volume_id=s.iso_volume_id,
+        menu_title=s.iso_menu_title, kernel_append=tuple((s.kernel_append or "").split()),
+        serial_console=s.serial_console, splash=Path(s.splash) if s.splash else None,
+        installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
+        mirror=mirror, source_date_epoch=epoch,
+    )

@@ -117,3 +117,34 @@ def dpkg_status(status_text: str) -> dict[str, str]:
         if "Package" in fields:
             result[fields["Package"]] = fields.get("Status", "")
     return result
+
+
+SECRET = "Tq9-vmdb-s3cret-Xw"  # distinctive, so a leak would be found
+APT_MIRROR = "http://apt.example/debian"
+
+
+@dataclass
+class LiveBuild:
+    iso: Path
+    squash: Path
+    log: Path
+    run: Run
+
+
+@pytest.fixture(scope="session")
+def live_build(tmp_path_factory: pytest.TempPathFactory) -> LiveBuild:
+    """One debian-cd style live build (the README's default config plus the
+    debian-cd options), giving both the ISO and the squash directory; the
+    core checks and the boot tests share it."""
+    base = tmp_path_factory.mktemp("live")
+    iso, out, log = base / "live.iso", base / "out" / "amd64", base / "build.log"
+    run = vmdebootstrap(
+        "--no-default-configs", "--config", str(EXAMPLES / "live-console-amd64.conf"),
+        "--owner", "nobody", "--verbose", "--lock-root-password",
+        "--configure-apt", "--apt-mirror", APT_MIRROR,
+        "--user", "user/live", "--user", f"tester/{SECRET}", "--sudo",
+        "--log", str(log), "--log-level", "debug",
+        "--iso", str(iso), "--squash", str(out),
+    )
+    assert run.returncode == 0, run.stderr
+    return LiveBuild(iso, out, log, run)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import (
-    EXAMPLES,
+    APT_MIRROR,
+    SECRET,
+    LiveBuild,
     Run,
     dpkg_status,
     elf_machine,
@@ -21,25 +23,10 @@ from tests.integration.conftest import (
 )
 from vmdebootstrap.passwords import verify_password
 
-SECRET = "Tq9-vmdb-s3cret-Xw"  # distinctive, so a leak would be found
-APT_MIRROR = "http://apt.example/debian"
-
 
 @pytest.fixture(scope="session")
-def live_squash(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Run]:
-    """One debian-cd style live build, shared by the checks below."""
-    base = tmp_path_factory.mktemp("live")
-    out, log = base / "out" / "amd64", base / "build.log"
-    run = vmdebootstrap(
-        "--no-default-configs", "--config", str(EXAMPLES / "live-console-amd64.conf"),
-        "--owner", "nobody", "--verbose", "--lock-root-password",
-        "--configure-apt", "--apt-mirror", APT_MIRROR,
-        "--user", "user/live", "--user", f"tester/{SECRET}", "--sudo",
-        "--log", str(log), "--log-level", "debug",
-        "--squash", str(out),
-    )
-    assert run.returncode == 0, run.stderr
-    return out, log, run
+def live_squash(live_build: LiveBuild) -> tuple[Path, Path, Run]:
+    return live_build.squash, live_build.log, live_build.run
 
 
 def test_squash_dir_has_the_live_files(live_squash: tuple[Path, Path, Run]) -> None:

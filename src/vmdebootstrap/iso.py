@@ -1,0 +1,487 @@
+"""Build a hybrid BIOS+UEFI live ISO from a ``--squash`` directory.
+
+The ISO follows the Debian live layout (``/live/vmlinuz``,
+``/live/initrd.img``, ``/live/filesystem.squashfs``).  BIOS boots isolinux
+from El Torito; UEFI boots GRUB from ``/boot/grub/efi.img`` (a small FAT image
+that is both the El Torito EFI image and, with the ISO written raw to a disk,
+the EFI system partition).  The argv of every tool is built by a small pure
+function so the layout can be checked without root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vmdebootstrap import isomenu
+from vmdebootstrap.errors import BuildError, UsageError
+from vmdebootstrap.run import Runner
+
+log = logging.getLogger("vmdebootstrap.iso")
+
+ISOLINUX_DIR = Path("/usr/lib/ISOLINUX")
+SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
+GRUB_LIB = Path("/usr/lib/grub")
+GRUB_FONT = Path("/usr/share/grub/unicode.pf2")
+ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+EFI_PREFIX = "/EFI/boot"
+
+INSTALLER_FILES = ("cdrom/vmlinuz", "cdrom/initrd.gz", "cdrom/gtk/vmlinuz", "cdrom/gtk/initrd.gz")
+SQUASH_FILES = ("filesystem.squashfs", "vmlinuz", "initrd.img")
+
+# Modules built into the EFI GRUB image (the prefix holds no modules).
+GRUB_MODULES = (
+    "part_gpt", "part_msdos", "fat", "iso9660", "normal", "configfile", "linux", "search",
+    "search_fs_file", "search_fs_uuid", "search_label", "echo", "test", "all_video",
+    "efi_gop", "efi_uga", "video_bochs", "video_cirrus", "font", "gfxterm",
+    "gfxterm_background", "png", "serial", "terminal", "terminfo", "sleep", "reboot",
+    "halt", "ls", "cat", "gzio", "loadenv", "regexp", "chain",
+)
+
+
+@dataclass(frozen=True)
+class EfiTarget:
+    grub_format: str
+    efi_name: str
+    package: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    bios: bool
+    efi: tuple[EfiTarget, ...]
+
+
+ARCHES: Mapping[str, ArchInfo] = {
+    "amd64": ArchInfo(True, (
+        EfiTarget("x86_64-efi", "bootx64.efi", "grub-efi-amd64-bin"),
+        # 64-bit kernels on 32-bit UEFI (mixed mode), when the modules exist.
+        EfiTarget("i386-efi", "bootia32.efi", "grub-efi-ia32-bin", required=False),
+    )),
+    "i386": ArchInfo(True, (EfiTarget("i386-efi", "bootia32.efi", "grub-efi-ia32-bin"),)),
+    "arm64": ArchInfo(False, (EfiTarget("arm64-efi", "bootaa64.efi", "grub-efi-arm64-bin"),)),
+}
+
+
+@dataclass(frozen=True)
+class IsoSpec:
+    arch: str
+    distribution: str
+    volume_id: str = "DEBIAN_LIVE"
+    menu_title: str = "Debian live"
+    kernel_append: tuple[str, ...] = ()
+    serial_console: bool = False
+    splash: Path | None = None
+    installer: bool = False
+    preseed: Path | None = None
+    mirror: str | None = None
+    source_date_epoch: int | None = None
+
+
+_VOLID_RE = re.compile(r"[A-Z0-9_]{1,32}")
+
+
+def validate_volume_id(volume_id: str) -> str | None:
+    if not _VOLID_RE.fullmatch(volume_id):
+        return (f"ISO volume id {volume_id!r} must be 1-32 characters of A-Z, 0-9 and '_'")
+    return None
+
+
+def validate_spec(spec: IsoSpec) -> list[str]:
+    """Every problem with ``spec``, found before anything is written."""
+    problems: list[str] = []
+    if spec.arch not in ARCHES:
+        problems.append(f"ISO architecture {spec.arch!r} is not supported "
+                        f"(choose from {', '.join(ARCHES)})")
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", spec.distribution):
+        problems.append(f"distribution {spec.distribution!r} is not a Debian codename")
+    checks = (validate_volume_id(spec.volume_id), isomenu.validate_menu_title(spec.menu_title),
+              *map(isomenu.validate_kernel_param, spec.kernel_append))
+    for problem in checks:
+        if problem:
+            problems.append(problem)
+    for name, path in (("splash", spec.splash), ("preseed", spec.preseed)):
+        if path is not None and not path.is_file():
+            problems.append(f"--{name} file {path} does not exist")
+    if spec.splash is not None and spec.splash.is_file():
+        with spec.splash.open("rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                problems.append(f"--splash file {spec.splash} is not a PNG image")
+    if spec.preseed is not None and not spec.installer:
+        problems.append("a preseed file needs the installer entries (--installer)")
+    if spec.installer and not spec.mirror:
+        problems.append("the installer entries need a mirror to fetch the installer from")
+    if spec.source_date_epoch is not None and spec.source_date_epoch < 0:
+        problems.append("SOURCE_DATE_EPOCH must not be negative")
+    return problems
+
+
+def missing_requirements(spec: IsoSpec, *, grub_lib: Path = GRUB_LIB,
+                         isolinux_dir: Path = ISOLINUX_DIR,
+                         bios_modules: Path = SYSLINUX_BIOS_DIR,
+                         which: Callable[[str], str | None] = shutil.which) -> list[str]:
+    """Host tools and files the build needs, as 'what (package)' strings."""
+    missing = [f"{tool} ({pkg})" for tool, pkg in (
+        ("xorriso", "xorriso"), ("mkfs.vfat", "dosfstools"), ("mmd", "mtools"),
+        ("mcopy", "mtools"), ("grub-mkimage", "grub-common"),
+    ) if which(tool) is None]
+    if spec.installer and which("gpgv") is None:
+        missing.append("gpgv (gpgv)")
+    info = ARCHES.get(spec.arch)
+    if info is None:
+        return missing
+    for target in info.efi:
+        if target.required and not (grub_lib / target.grub_format / "linux.mod").is_file():
+            missing.append(f"{grub_lib / target.grub_format} ({target.package})")
+    if info.bios:
+        for path, pkg in ((isolinux_dir / "isolinux.bin", "isolinux"),
+                          (isolinux_dir / "isohdpfx.bin", "isolinux"),
+                          (bios_modules / "ldlinux.c32", "syslinux-common")):
+            if not path.is_file():
+                missing.append(f"{path} ({pkg})")
+    return missing
+
+
+def epoch_time(epoch: int | None) -> dt.datetime:
+    if epoch is None:
+        return dt.datetime.now(dt.UTC)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
+
+
+def iso_marker(spec: IsoSpec) -> str:
+    """Path of the unique file GRUB searches for to find the ISO's root."""
+    if spec.source_date_epoch is None:
+        ident = uuid.uuid4()
+    else:
+        ident = uuid.uuid5(uuid.NAMESPACE_URL, f"vmdebootstrap-iso:{spec.volume_id}:"
+                           f"{spec.arch}:{spec.distribution}:{spec.source_date_epoch}")
+    return f"/.disk/id/{ident}"
+
+
+def grub_modules(available: set[str]) -> list[str]:
+    return [m for m in GRUB_MODULES if m in available]
+
+
+def grub_mkimage_argv(grub_format: str, output: Path, modules: Sequence[str],
+                      grub_lib: Path = GRUB_LIB) -> list[str]:
+    return ["grub-mkimage", "--directory", str(grub_lib / grub_format), "--format", grub_format,
+            "--prefix", EFI_PREFIX, "--output", str(output), *modules]
+
+
+def efi_image_size_kib(payload_bytes: int) -> int:
+    """FAT12/16 image large enough for the payload plus FAT overhead."""
+    kib = payload_bytes // 1024 + payload_bytes // 10240 + 512
+    return max(1440, -(-kib // 64) * 64)
+
+
+def efi_serial(epoch: int | None) -> str:
+    """FAT volume serial: fixed for reproducible builds, else random."""
+    value = (epoch & 0xFFFFFFFF) if epoch is not None else int.from_bytes(os.urandom(4), "big")
+    return f"{value:08X}"
+
+
+def efi_image_argvs(image: Path, size_kib: int, files: Mapping[str, Path], serial: str,
+                    reproducible: bool) -> list[list[str]]:
+    """mkfs.vfat + mmd + mcopy; ``files`` maps FAT paths (``EFI/boot/x``) to sources."""
+    mkfs = ["mkfs.vfat", "-C", "-n", "EFIBOOT", "-i", serial]
+    if reproducible:
+        mkfs.append("--invariant")
+    argvs = [[*mkfs, str(image), str(size_kib)]]
+    dirs = sorted({str(Path(p).parent) for p in files} - {"."})
+    parents: list[str] = []
+    for d in dirs:
+        parts = Path(d).parts
+        parents += ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for d in sorted(set(parents), key=lambda p: (p.count("/"), p)):
+        argvs.append(["mmd", "-i", str(image), f"::/{d}"])
+    for dest, src in sorted(files.items()):
+        argvs.append(["mcopy", "-m", "-i", str(image), str(src), f"::/{dest}"])
+    return argvs
+
+
+def graft_escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace("=", "\\=")
+
+
+def xorriso_argv(*, spec: IsoSpec, root: Path, grafts: Mapping[str, Path], output: Path,
+                 bios: bool, isolinux_dir: Path = ISOLINUX_DIR) -> list[str]:
+    """xorriso -as mkisofs command line for a hybrid ISO (as debian-cd does it)."""
+    argv = ["xorriso", "-as", "mkisofs", "-iso-level", "3", "-full-iso9660-filenames",
+            "-r", "-J", "-joliet-long", "-V", spec.volume_id, "-o", str(output)]
+    if spec.source_date_epoch is not None:
+        stamp = epoch_time(spec.source_date_epoch).strftime("%Y%m%d%H%M%S00")
+        argv += [f"--modification-date={stamp}",
+                 "--set_all_file_dates", f"={spec.source_date_epoch}"]
+    if bios:
+        argv += ["-isohybrid-mbr", str(isolinux_dir / "isohdpfx.bin"),
+                 "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
+                 "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+                 "-eltorito-alt-boot"]
+    else:
+        argv += ["-c", "boot/grub/boot.cat"]
+    argv += ["-e", "boot/grub/efi.img", "-no-emul-boot"]
+    argv += ["-isohybrid-gpt-basdat"] if bios else ["-append_partition", "2", "0xef",
+                                                    str(root / "boot/grub/efi.img")]
+    argv += ["-graft-points", f"/={graft_escape(str(root))}"]
+    argv += [f"{graft_escape(dest)}={graft_escape(str(src))}"
+             for dest, src in sorted(grafts.items())]
+    return argv
+
+
+def xorriso_env(epoch: int | None) -> dict[str, str]:
+    return {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
+
+
+# ---- installer files ------------------------------------------------------------------
+
+def parse_release_sha256(text: str) -> dict[str, tuple[str, int]]:
+    """Path -> (sha256, size) from the SHA256 section of a Release file."""
+    result: dict[str, tuple[str, int]] = {}
+    in_section = False
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            in_section = line.strip() == "SHA256:"
+            continue
+        parts = line.split()
+        if in_section and len(parts) == 3 and re.fullmatch(r"[0-9a-f]{64}", parts[0]):
+            result[parts[2]] = (parts[0], int(parts[1]))
+    return result
+
+
+def parse_sha256sums(text: str) -> dict[str, str]:
+    """Path (without a leading './') -> sha256 from a SHA256SUMS file."""
+    result: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"([0-9a-f]{64}) [ *](.+)", line.strip())
+        if m:
+            name = m.group(2)
+            result[name[2:] if name.startswith("./") else name] = m.group(1)
+    return result
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise BuildError(f"{what}: SHA256 mismatch (expected {expected}, got {actual})")
+
+
+def urllib_fetch(url: str, dest: Path) -> None:
+    log.info("fetching %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, dest.open("wb") as out:
+            shutil.copyfileobj(resp, out, 1 << 20)
+    except OSError as e:
+        raise BuildError(f"could not fetch {url}: {e}") from e
+
+
+def fetch_installer(runner: Runner, spec: IsoSpec, dest: Path, scratch: Path, *,
+                    fetch: Callable[[str, Path], None] = urllib_fetch,
+                    keyring: Path = ARCHIVE_KEYRING) -> None:
+    """Fetch the d-i cdrom kernels/initrds into ``dest`` (the install.* dir), each
+    verified through SHA256SUMS, whose hash comes from the signed Release file."""
+    assert spec.mirror
+    base = f"{spec.mirror.rstrip('/')}/dists/{spec.distribution}"
+    release, signature = scratch / "Release", scratch / "Release.gpg"
+    fetch(f"{base}/Release", release)
+    fetch(f"{base}/Release.gpg", signature)
+    status = runner.run(["gpgv", "--status-fd", "1", "--keyring", keyring, signature, release],
+                        capture=True, what="Release file signature check")
+    if "[GNUPG:] VALIDSIG" not in status.stdout:
+        raise BuildError(f"{base}/Release has no valid signature from {keyring}")
+    images = f"main/installer-{spec.arch}/current/images"
+    listed = parse_release_sha256(release.read_text(encoding="utf-8", errors="replace"))
+    if f"{images}/SHA256SUMS" not in listed:
+        raise BuildError(f"{base}/Release does not list {images}/SHA256SUMS")
+    sums_path = scratch / "SHA256SUMS"
+    fetch(f"{base}/{images}/SHA256SUMS", sums_path)
+    verify_sha256(sums_path, listed[f"{images}/SHA256SUMS"][0], f"{images}/SHA256SUMS")
+    sums = parse_sha256sums(sums_path.read_text(encoding="utf-8"))
+    for name in INSTALLER_FILES:
+        if name not in sums:
+            raise BuildError(f"{images}/SHA256SUMS does not list {name}")
+        target = dest / name.removeprefix("cdrom/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fetch(f"{base}/{images}/{name}", target)
+        verify_sha256(target, sums[name], f"{images}/{name}")
+
+
+# ---- the build ------------------------------------------------------------------------
+
+@dataclass
+class _Layout:
+    root: Path
+    grafts: dict[str, Path] = field(default_factory=dict)
+    efi_files: dict[str, Path] = field(default_factory=dict)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+
+
+def _stage(runner: Runner, spec: IsoSpec, squash_dir: Path, scratch: Path) -> _Layout:
+    info = ARCHES[spec.arch]
+    lay = _Layout(root=scratch / "root")
+    root = lay.root
+    for name in (*SQUASH_FILES, "filesystem.packages"):
+        if (squash_dir / name).is_file():
+            lay.grafts[f"live/{name}"] = (squash_dir / name).resolve()
+
+    marker = iso_marker(spec)
+    date = epoch_time(spec.source_date_epoch).strftime("%Y%m%d-%H:%M")
+    _write(root / ".disk/info", isomenu.disk_info(spec.distribution, spec.arch, date))
+    _write(root / marker.lstrip("/"), "")
+
+    installer_dir = None
+    if spec.installer:
+        installer_dir = isomenu.INSTALLER_DIRS[spec.arch]
+        fetch_installer(runner, spec, root / installer_dir, scratch)
+    if spec.preseed:
+        _copy(spec.preseed, root / "preseed.cfg")
+    entries = isomenu.menu_entries(arch=spec.arch, kernel_append=spec.kernel_append,
+                                   serial_console=spec.serial_console,
+                                   installer_dir=installer_dir, preseed=spec.preseed is not None)
+    splash = spec.splash is not None
+    if info.bios:
+        iso = root / "isolinux"
+        _copy(ISOLINUX_DIR / "isolinux.bin", iso / "isolinux.bin")
+        menu = "vesamenu.c32" if splash else "menu.c32"
+        for mod in ("ldlinux.c32", "libcom32.c32", "libutil.c32", menu):
+            _copy(SYSLINUX_BIOS_DIR / mod, iso / mod)
+        if spec.splash:
+            _copy(spec.splash, iso / "splash.png")
+        _write(iso / "isolinux.cfg", isomenu.isolinux_cfg(
+            entries, title=spec.menu_title, serial_console=spec.serial_console, splash=splash))
+    font = splash and GRUB_FONT.is_file()
+    if spec.splash:
+        _copy(spec.splash, root / "boot/grub/splash.png")
+    if font:
+        _copy(GRUB_FONT, root / "boot/grub/fonts/unicode.pf2")
+    _write(root / "boot/grub/grub.cfg", isomenu.grub_cfg(
+        entries, title=spec.menu_title, serial_console=spec.serial_console,
+        splash=splash, font=font))
+
+    search_cfg = _write(root / EFI_PREFIX.lstrip("/") / "grub.cfg", isomenu.efi_search_cfg(marker))
+    lay.efi_files[f"{EFI_PREFIX.lstrip('/')}/grub.cfg"] = search_cfg
+    for target in info.efi:
+        moddir = GRUB_LIB / target.grub_format
+        if not moddir.is_dir():
+            continue  # optional target not installed; required ones checked earlier
+        image = root / EFI_PREFIX.lstrip("/") / target.efi_name
+        modules = grub_modules({p.stem for p in moddir.glob("*.mod")})
+        runner.run(grub_mkimage_argv(target.grub_format, image, modules),
+                   what=f"building the {target.grub_format} GRUB image")
+        lay.efi_files[f"{EFI_PREFIX.lstrip('/')}/{target.efi_name}"] = image
+    return lay
+
+
+def _make_efi_image(runner: Runner, spec: IsoSpec, lay: _Layout) -> Path:
+    image = lay.root / "boot/grub/efi.img"
+    epoch = spec.source_date_epoch
+    if epoch is not None:
+        for src in lay.efi_files.values():
+            os.utime(src, (epoch, epoch))
+    size = efi_image_size_kib(sum(p.stat().st_size for p in lay.efi_files.values()))
+    for argv in efi_image_argvs(image, size, lay.efi_files, efi_serial(epoch), epoch is not None):
+        runner.run(argv, env=xorriso_env(epoch), what="building the EFI boot image")
+    return image
+
+
+def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
+              workdir: Path) -> None:
+    """Write a hybrid live ISO of ``squash_dir`` to ``output`` (atomically)."""
+    problems = validate_spec(spec)
+    missing = [f for f in SQUASH_FILES if not (squash_dir / f).is_file()]
+    if missing:
+        problems.append(f"{squash_dir} lacks {', '.join(missing)} (build it with --squash)")
+    if not problems:
+        reqs = missing_requirements(spec)
+        if reqs:
+            problems.append("missing host tools/files for the ISO: " + ", ".join(reqs))
+    if problems:
+        raise UsageError(problems)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="iso-", dir=workdir))
+    tmp_out = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        lay = _stage(runner, spec, squash_dir, scratch)
+        _make_efi_image(runner, spec, lay)
+        if spec.source_date_epoch is not None:
+            for path in sorted(lay.root.rglob("*"), reverse=True):
+                os.utime(path, (spec.source_date_epoch,) * 2, follow_symlinks=False)
+        argv = xorriso_argv(spec=spec, root=lay.root, grafts=lay.grafts, output=tmp_out,
+                            bios=ARCHES[spec.arch].bios)
+        runner.run(argv, env=xorriso_env(spec.source_date_epoch), what="writing the ISO")
+        os.replace(tmp_out, output)
+    except BaseException:
+        tmp_out.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("wrote %s (%d MiB)", output, output.stat().st_size >> 20)
+
+
+# ---- checking a result ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ElTorito:
+    bios: bool
+    efi: bool
+
+
+def parse_el_torito(report: str) -> ElTorito:
+    """Read ``xorriso -report_el_torito plain`` output."""
+    bios = efi = False
+    for line in report.splitlines():
+        m = re.match(r"El Torito boot img\s*:\s*\d+\s+(\S+)\s+y", line)
+        if m:
+            bios |= m.group(1) == "BIOS"
+            efi |= m.group(1) == "UEFI"
+    return ElTorito(bios=bios, efi=efi)
+
+
+MIN_ISO_BYTES = 16 * 1024 * 1024
+
+
+def check_iso(runner: Runner, iso: Path, arch: str) -> None:
+    """Raise BuildError unless ``iso`` reads back with the boot entries ``arch`` needs."""
+    if not iso.is_file():
+        raise BuildError(f"{iso} does not exist")
+    size = iso.stat().st_size
+    if size < MIN_ISO_BYTES or size % 2048:
+        raise BuildError(f"{iso} has an implausible size ({size} bytes)")
+    result = runner.run(["xorriso", "-indev", iso, "-report_el_torito", "plain"],
+                        capture=True, what=f"reading {iso}")
+    boot = parse_el_torito(result.stdout)
+    info = ARCHES.get(arch)
+    need_bios = info.bios if info else arch in ("amd64", "i386")
+    if need_bios and not boot.bios:
+        raise BuildError(f"{iso} has no BIOS El Torito boot entry")
+    if not boot.efi:
+        raise BuildError(f"{iso} has no EFI El Torito boot entry")

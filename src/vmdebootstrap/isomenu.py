@@ -1,0 +1,172 @@
+"""Boot menu and small config files for the live ISO.
+
+One list of menu entries is rendered twice: as an isolinux config (BIOS) and
+as a GRUB config (UEFI).  Everything here is pure text generation so it can be
+unit tested without any tools.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+LIVE_APPEND = ("boot=live", "components")
+QUIET = ("quiet", "splash")
+# live-build's fail-safe options.
+FAILSAFE_APPEND = (
+    "boot=live", "components", "memtest", "noapic", "noapm", "nodma", "nomce",
+    "nolapic", "nosmp", "nosplash", "vga=788",
+)
+SERIAL_APPEND = ("console=tty0", "console=ttyS0,115200n8")
+
+# Debian Installer directory names on install media, by Debian arch.
+INSTALLER_DIRS = {"amd64": "install.amd", "i386": "install.386", "arm64": "install.a64"}
+
+_PARAM_RE = re.compile(r"[^\s\"'\\$;{}`]+")
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    ident: str          # isolinux LABEL / grub --id
+    title: str
+    kernel: str         # path on the ISO, absolute
+    initrd: str
+    append: tuple[str, ...]
+    default: bool = False
+
+
+def validate_kernel_param(param: str) -> str | None:
+    """Return a problem message if ``param`` cannot go on a boot menu line."""
+    if not _PARAM_RE.fullmatch(param):
+        return (f"kernel parameter {param!r} must be one word without spaces, quotes, "
+                "backslashes, '$', ';', '{', '}' or backticks")
+    return None
+
+
+def validate_menu_title(title: str) -> str | None:
+    if not title or len(title) > 60 or not title.isprintable() or any(c in title for c in "\"\\$`"):
+        return (f"menu title {title!r} must be 1-60 printable characters without "
+                "quotes, backslashes, '$' or backticks")
+    return None
+
+
+def console_params(serial_console: bool) -> tuple[str, ...]:
+    return SERIAL_APPEND if serial_console else ()
+
+
+def live_append(kernel_append: Sequence[str], serial_console: bool) -> tuple[str, ...]:
+    quiet = () if serial_console else QUIET
+    return (*LIVE_APPEND, *quiet, *console_params(serial_console), *kernel_append)
+
+
+def failsafe_append(kernel_append: Sequence[str], serial_console: bool) -> tuple[str, ...]:
+    return (*FAILSAFE_APPEND, *console_params(serial_console), *kernel_append)
+
+
+def installer_append(serial_console: bool, preseed: bool) -> tuple[str, ...]:
+    params: list[str] = ["vga=788"]
+    if preseed:
+        params.append("preseed/file=/cdrom/preseed.cfg")
+    if serial_console:
+        # d-i wants a single console; the last one wins.
+        params.append("console=ttyS0,115200n8")
+    return (*params, "---", "quiet")
+
+
+def menu_entries(*, arch: str, kernel_append: Sequence[str] = (), serial_console: bool = False,
+                 installer_dir: str | None = None, preseed: bool = False) -> list[MenuEntry]:
+    entries = [
+        MenuEntry("live", f"Live system ({arch})", "/live/vmlinuz", "/live/initrd.img",
+                  live_append(kernel_append, serial_console), default=True),
+        MenuEntry("failsafe", f"Live system ({arch} fail-safe mode)", "/live/vmlinuz",
+                  "/live/initrd.img", failsafe_append(kernel_append, serial_console)),
+    ]
+    if installer_dir:
+        args = installer_append(serial_console, preseed)
+        d = f"/{installer_dir}"
+        entries += [
+            MenuEntry("install", "Install", f"{d}/vmlinuz", f"{d}/initrd.gz", args),
+            MenuEntry("installgui", "Graphical install", f"{d}/gtk/vmlinuz",
+                      f"{d}/gtk/initrd.gz", args),
+        ]
+    return entries
+
+
+def isolinux_cfg(entries: Sequence[MenuEntry], *, title: str, serial_console: bool,
+                 splash: bool, timeout_s: int = 5) -> str:
+    lines: list[str] = []
+    if serial_console:
+        lines.append("SERIAL 0 115200")
+    lines += [
+        f"UI {'vesamenu.c32' if splash else 'menu.c32'}",
+        "PROMPT 0",
+        f"TIMEOUT {timeout_s * 10}",
+        f"DEFAULT {next((e.ident for e in entries if e.default), entries[0].ident)}",
+        f"MENU TITLE {title}",
+    ]
+    if splash:
+        lines.append("MENU BACKGROUND splash.png")
+    for e in entries:
+        lines += ["", f"LABEL {e.ident}", f"  MENU LABEL {e.title}"]
+        if e.default:
+            lines.append("  MENU DEFAULT")
+        lines += [f"  LINUX {e.kernel}", f"  INITRD {e.initrd}", f"  APPEND {' '.join(e.append)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _grub_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def grub_cfg(entries: Sequence[MenuEntry], *, title: str, serial_console: bool,
+             splash: bool, font: bool, timeout_s: int = 5) -> str:
+    default = next((i for i, e in enumerate(entries) if e.default), 0)
+    lines = [
+        f"# {title}",
+        f"set default={default}",
+        f"set timeout={timeout_s}",
+        "insmod all_video",
+    ]
+    outputs = ["console"]
+    if splash and font:
+        lines += [
+            "if loadfont /boot/grub/fonts/unicode.pf2; then",
+            "  insmod gfxterm",
+            "  insmod png",
+            "  set gfxmode=auto",
+            "  terminal_output gfxterm",
+            "  background_image /boot/grub/splash.png",
+            "fi",
+        ]
+        outputs = ["gfxterm"]
+    if serial_console:
+        lines += [
+            "serial --unit=0 --speed=115200",
+            "terminal_input console serial",
+            f"terminal_output {' '.join([*outputs, 'serial'])}",
+        ]
+    for e in entries:
+        lines += [
+            "",
+            f"menuentry {_grub_quote(e.title)} --id {e.ident} {{",
+            f"  linux {e.kernel} {' '.join(e.append)}",
+            f"  initrd {e.initrd}",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def efi_search_cfg(marker: str) -> str:
+    """The tiny config next to the EFI binary: find the ISO by its marker file
+    (works booted as a CD and from the ESP of the ISO written to a disk)."""
+    return (
+        f"search --no-floppy --set=root --file {marker}\n"
+        "set prefix=($root)/boot/grub\n"
+        "configfile ($root)/boot/grub/grub.cfg\n"
+    )
+
+
+def disk_info(distribution: str, arch: str, date: str) -> str:
+    # No trailing newline, as on Debian media.
+    return f"Debian GNU/Linux {distribution} {arch} live {date}"

@@ -1,0 +1,531 @@
+"""The boot test's logic without QEMU: argv, media/firmware choice, KVM decision,
+and the serial-console conversation driven by a scripted fake guest."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vmdebootstrap import bootconsole as bc
+from vmdebootstrap import boottest as bt
+
+# ---- a fake guest on the serial console -------------------------------------------------
+
+BOOT_NOISE = (
+    "\x1b[2J\x1b[01;01HISOLINUX 6.04\r\n"
+    "[    0.000000] Linux version 6.1.0-18-amd64\r\n"
+    "[  OK  ] Started \x1b[0;1;39mserial-getty@ttyS0.service\x1b[0m - Serial Getty.\r\n"
+    "         Starting systemd-logind.service - User Login Management...\r\n"
+    "\r\nDebian GNU/Linux 12 debian ttyS0\r\n\r\n"
+)
+PROMPT = "debian login: "
+
+
+class FakeGuest:
+    """Feeds canned console output; answers typed lines through ``respond``."""
+
+    def __init__(self, chunks: list[str], respond: Callable[[FakeGuest, str], str | None],
+                 close_when_empty: bool = False) -> None:
+        self.queue = [c.encode() for c in chunks]
+        self.respond = respond
+        self.now = 0.0
+        self.typed: list[str] = []
+        self.close_when_empty = close_when_empty
+
+    def clock(self) -> float:
+        return self.now
+
+    def read(self, timeout: float) -> bytes | None:
+        self.now += 0.5
+        if self.queue:
+            return self.queue.pop(0)
+        if self.close_when_empty:
+            return b""
+        self.now += timeout
+        return None
+
+    def write(self, data: bytes) -> None:
+        line = data.decode().removesuffix("\n")
+        self.typed.append(line)
+        answer = self.respond(self, line)
+        if answer:
+            self.queue.append(answer.encode())
+
+    def console(self, echo: io.StringIO | None = None) -> bc.Console:
+        return bc.Console(self.read, self.write, echo=echo, clock=self.clock)
+
+
+def debian_guest(password: str = "live", *, rc: int = 0, echo_input: bool = False,
+                 output: str = "12.5\r\nsudo-ok\r\n") -> Callable[[FakeGuest, str], str | None]:
+    state = {"pw_for_read": False}
+
+    def respond(guest: FakeGuest, line: str) -> str | None:
+        echoed = line + "\r\n" if echo_input else ""
+        if line == "user":
+            return "user\r\nPassword: "
+        if line == password and state["pw_for_read"]:
+            state["pw_for_read"] = False
+            return "\r\n"
+        if line == password:
+            return "\r\n[   50.1] random: crng init done\r\nLinux debian 6.1.0\r\nuser@debian:~$ "
+        if "_READY" in line:
+            return echoed + "VMDBT_42_READY\r\nuser@debian:~$ "
+        if "read -r PASSWORD" in line:
+            state["pw_for_read"] = True
+            return echoed + "VMDBT_42_PW:"
+        if "_BEGIN" in line:
+            return (echoed + "VMDBT_42_BEGIN\r\n" + output +
+                    f"VMDBT_42_END_{rc}\r\nuser@debian:~$ ")
+        return None
+    return respond
+
+
+def run_session(guest: FakeGuest, *, password: str | None = "live", command: str = "true",
+                timeout: float = 600, echo: io.StringIO | None = None) -> bc.Session:
+    con = guest.console(echo)
+    return bc.login_and_run(con, user="user", password=password, command=command,
+                            started=0.0, deadline=timeout)
+
+
+def test_login_and_run_happy_path() -> None:
+    guest = FakeGuest([BOOT_NOISE, PROMPT], debian_guest())
+    echo = io.StringIO()
+    session = run_session(guest, command=bc.default_command("user"), echo=echo)
+    assert session.returncode == 0
+    assert session.output == "12.5\nsudo-ok"
+    assert 0 < session.seconds_to_login < 600
+    assert guest.typed[0] == "user"
+    assert guest.typed[1] == "live"
+    assert "stty -echo" in guest.typed[2] and "VMDBT_$((6*7))_READY" in guest.typed[2]
+    assert "live" not in echo.getvalue()
+    assert "\x1b" not in echo.getvalue() and "\r" not in echo.getvalue()
+    # the sudo check is inside the wrapped command
+    assert "sudo -S" in guest.typed[-1] and "VMDBT_$((6*7))_END_$?" in guest.typed[-1]
+
+
+def test_echoed_commands_do_not_count_as_markers() -> None:
+    guest = FakeGuest([BOOT_NOISE, PROMPT], debian_guest(echo_input=True, rc=3,
+                                                          output="boom\r\n"))
+    session = run_session(guest)
+    assert session.returncode == 3
+    assert session.output == "boom"
+
+
+def test_password_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="vmdebootstrap.boottest")
+    guest = FakeGuest([BOOT_NOISE, PROMPT], debian_guest(password="s3cret-pw"))
+    run_session(guest, password="s3cret-pw")
+    assert "s3cret-pw" not in caplog.text
+    assert "********" in caplog.text
+
+
+def test_password_echoed_by_guest_is_masked() -> None:
+    guest_respond = debian_guest(password="s3cret-pw", output="pw is s3cret-pw\r\n")
+    session = run_session(FakeGuest([PROMPT], guest_respond), password="s3cret-pw")
+    assert session.output == "pw is ********"
+
+
+def test_login_prompt_split_across_reads_and_escape_split() -> None:
+    chunks = [BOOT_NOISE, "\x1b[0", ";1;39m", "deb", "ian log", "in: "]
+    session = run_session(FakeGuest(chunks, debian_guest()))
+    assert session.returncode == 0
+
+
+def test_last_login_line_is_not_a_login_prompt() -> None:
+    assert not bc.LOGIN.search("Last login: Tue Jan  2 10:00:00 on ttyS0\n")
+    assert bc.LOGIN.search("\ndebian-live login: ")
+    assert bc.LOGIN.search("login: ")
+
+
+def test_login_incorrect_fails_fast() -> None:
+    def respond(guest: FakeGuest, line: str) -> str | None:
+        if line == "user":
+            return "Password: "
+        if line == "wrong":
+            return "\r\n\r\nLogin incorrect\r\ndebian login: "
+        return None
+    guest = FakeGuest([PROMPT], respond)
+    with pytest.raises(bc.BootFailed, match="Login incorrect"):
+        run_session(guest, password="wrong")
+    assert guest.now < 60
+
+
+def test_forced_password_change_is_reported_unsupported() -> None:
+    def respond(guest: FakeGuest, line: str) -> str | None:
+        if line == "user":
+            return "Password: "
+        if line == "":
+            return ("You are required to change your password immediately (administrator "
+                    "enforced).\r\nChanging password for user.\r\nCurrent password: ")
+        return None
+    with pytest.raises(bc.BootFailed, match="not supported"):
+        run_session(FakeGuest([PROMPT], respond), password="")
+
+
+def test_password_prompt_without_password_fails() -> None:
+    with pytest.raises(bc.BootFailed, match="none was given"):
+        run_session(FakeGuest([PROMPT], debian_guest()), password=None)
+
+
+def test_account_without_password_prompt() -> None:
+    def respond(guest: FakeGuest, line: str) -> str | None:
+        if line == "user":
+            return "user\r\nLinux debian\r\n$ "
+        return debian_guest()(guest, line)
+    session = run_session(FakeGuest([PROMPT], respond), password=None)
+    assert session.returncode == 0
+
+
+def test_reprinted_login_prompt_gets_the_name_again() -> None:
+    state = {"n": 0}
+
+    def respond(guest: FakeGuest, line: str) -> str | None:
+        if line == "user":
+            state["n"] += 1
+            if state["n"] == 1:
+                return "\r\n[  12.0] systemd[1]: hostname changed\r\ndebian login: "
+        return debian_guest()(guest, line)
+    guest = FakeGuest([PROMPT], respond)
+    assert run_session(guest).returncode == 0
+    assert state["n"] == 2
+    assert guest.typed[:3] == ["user", "user", "live"]
+
+
+def test_kernel_panic_is_reported() -> None:
+    chunks = [BOOT_NOISE, "[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n"]
+    with pytest.raises(bc.BootFailed, match="Kernel panic - not syncing: VFS"):
+        run_session(FakeGuest(chunks, debian_guest()))
+
+
+def test_live_boot_failure_is_reported() -> None:
+    chunks = ["Unable to find a medium containing a live file system\r\n",
+              "BusyBox v1.35.0\r\n(initramfs) "]
+    with pytest.raises(bc.BootFailed, match="live file system"):
+        run_session(FakeGuest(chunks, debian_guest()))
+
+
+def test_timeout_without_login_prompt() -> None:
+    guest = FakeGuest([BOOT_NOISE], debian_guest())
+    with pytest.raises(bc.BootFailed, match="timed out waiting for the login prompt"):
+        run_session(guest, timeout=120)
+    assert 120 <= guest.now < 125
+
+
+def test_qemu_exit_closes_console() -> None:
+    with pytest.raises(bc.ConsoleClosed):
+        run_session(FakeGuest([BOOT_NOISE], debian_guest(), close_when_empty=True))
+
+
+def test_console_expect_consumes_text() -> None:
+    guest = FakeGuest(["one two one"], lambda g, s: None)
+    con = guest.console()
+    pat = re.compile("one")
+    first = con.expect([pat], 5)
+    second = con.expect([pat], 5)
+    assert first and second and first[1].start() < second[1].start()
+    assert con.expect([pat], 5) is None
+
+
+def test_console_keeps_buffer_bounded() -> None:
+    guest = FakeGuest(["x" * 200_000, "y" * 200_000, "END"], lambda g, s: None)
+    con = guest.console()
+    assert con.expect([re.compile("END")], 10)
+    assert len(con.text) <= 256 * 1024
+
+
+# ---- media, firmware and argv -----------------------------------------------------------
+
+
+def mbr(types: list[int], boot_code: bool) -> bytearray:
+    sector = bytearray(512 * 128)
+    if boot_code:
+        sector[0:3] = b"\xeb\x63\x90"
+    for i, t in enumerate(types):
+        sector[446 + 16 * i + 4] = t
+    sector[510:512] = b"\x55\xaa"
+    return sector
+
+
+def gpt_disk(esp: bool, boot_code: bool) -> bytes:
+    disk = mbr([0xEE], boot_code)
+    disk[512:520] = b"EFI PART"
+    disk[512 + 72:512 + 80] = (2).to_bytes(8, "little")
+    disk[512 + 80:512 + 84] = (128).to_bytes(4, "little")
+    disk[512 + 84:512 + 88] = (128).to_bytes(4, "little")
+    linux = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
+    disk[1024:1040] = linux
+    if esp:
+        disk[1024 + 128:1024 + 144] = bt.ESP_TYPE_GUID
+    return bytes(disk)
+
+
+def test_detect_media() -> None:
+    assert bt.detect_media(Path("x.iso"), b"\0" * 64) == "iso"
+    assert bt.detect_media(Path("X.ISO"), b"\0" * 64) == "iso"
+    assert bt.detect_media(Path("x.img"), b"\0" * 64) == "raw"
+    assert bt.detect_media(Path("x.img"), b"QFI\xfb" + b"\0" * 60) == "qcow2"
+    assert bt.detect_media(Path("x.qcow2"), b"QFI\xfb") == "qcow2"
+
+
+def test_disk_firmwares() -> None:
+    assert bt.disk_firmwares(b"") == ["bios"]
+    assert bt.disk_firmwares(bytes(mbr([0x83], boot_code=True))) == ["bios"]
+    assert bt.disk_firmwares(bytes(mbr([0xEF, 0x83], boot_code=False))) == ["uefi"]
+    assert bt.disk_firmwares(gpt_disk(esp=True, boot_code=False)) == ["uefi"]
+    assert bt.disk_firmwares(gpt_disk(esp=True, boot_code=True)) == ["bios", "uefi"]
+    assert bt.disk_firmwares(gpt_disk(esp=False, boot_code=True)) == ["bios"]
+    # a hybrid ISO written to a disk: isohybrid MBR code plus an 0xEF partition
+    assert bt.disk_firmwares(bytes(mbr([0x00, 0xEF], boot_code=True))) == ["bios", "uefi"]
+
+
+def test_default_firmwares() -> None:
+    assert bt.default_firmwares("iso", "amd64", b"") == ["bios", "uefi"]
+    assert bt.default_firmwares("iso", "arm64", b"") == ["uefi"]
+    assert bt.default_firmwares("raw", "amd64", b"") == ["bios"]
+
+
+def test_find_uefi_firmware_prefers_split_4m() -> None:
+    present = {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
+               "/usr/share/ovmf/OVMF.fd"}
+    assert bt.find_uefi_firmware("amd64", present.__contains__) == (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
+    assert bt.find_uefi_firmware("amd64", {"/usr/share/ovmf/OVMF.fd"}.__contains__) == (
+        "/usr/share/ovmf/OVMF.fd", None)
+    assert bt.find_uefi_firmware("arm64", set().__contains__) is None
+
+
+def _plan(**kw: object) -> bt.QemuPlan:
+    base: dict[str, object] = {"arch": "amd64", "firmware": "bios", "accel": "tcg",
+                               "media": "iso", "image": Path("/i/live.iso")}
+    base.update(kw)
+    return bt.QemuPlan(**base)  # type: ignore[arg-type]
+
+
+def test_qemu_argv_bios_iso() -> None:
+    argv = bt.qemu_argv(_plan())
+    line = " ".join(argv)
+    assert argv[0] == "qemu-system-x86_64"
+    assert "-accel tcg,thread=multi -cpu max" in line
+    for opt in ("-snapshot", "-no-reboot", "-nodefaults", "-serial stdio", "-m 1024",
+                "-smp 2", "-display none"):
+        assert opt in line
+    assert "-drive media=cdrom,readonly=on,format=raw,file=/i/live.iso" in line
+    assert "pflash" not in line
+
+
+def test_qemu_argv_uefi_disk_split_firmware() -> None:
+    argv = bt.qemu_argv(_plan(firmware="uefi", media="raw", image=Path("/i/d,1.img"),
+                              accel="kvm", uefi_code="/usr/share/OVMF/OVMF_CODE_4M.fd",
+                              uefi_vars=Path("/t/vars.fd")))
+    line = " ".join(argv)
+    assert "-accel kvm -cpu host" in line
+    assert ("-drive if=pflash,format=raw,unit=0,readonly=on,"
+            "file=/usr/share/OVMF/OVMF_CODE_4M.fd") in line
+    assert "-drive if=pflash,format=raw,unit=1,file=/t/vars.fd" in line
+    assert "-drive if=virtio,format=raw,file=/i/d,,1.img" in line
+
+
+def test_qemu_argv_uefi_combined_firmware_and_qcow2() -> None:
+    argv = bt.qemu_argv(_plan(firmware="uefi", media="qcow2", image=Path("/i/d.qcow2"),
+                              uefi_vars=Path("/t/OVMF.fd")))
+    line = " ".join(argv)
+    assert "-drive if=pflash,format=raw,unit=0,file=/t/OVMF.fd" in line
+    assert "readonly=on,file=/t/OVMF.fd" not in line
+    assert "-drive if=virtio,format=qcow2,file=/i/d.qcow2" in line
+
+
+def test_qemu_argv_i386_and_arm64() -> None:
+    assert bt.qemu_argv(_plan(arch="i386"))[0] == "qemu-system-i386"
+    argv = bt.qemu_argv(_plan(arch="arm64", firmware="uefi", uefi_code="/A/CODE.fd",
+                              uefi_vars=Path("/t/v.fd")))
+    assert argv[0] == "qemu-system-aarch64"
+    assert argv[argv.index("-machine") + 1] == "virt"
+    assert "scsi-cd,drive=cd0" in argv
+    with pytest.raises(bt.BootTestError, match="UEFI"):
+        bt.qemu_argv(_plan(arch="arm64"))
+
+
+def test_qemu_argv_uefi_needs_vars() -> None:
+    with pytest.raises(bt.BootTestError):
+        bt.qemu_argv(_plan(firmware="uefi"))
+
+
+def test_password_never_in_qemu_argv() -> None:
+    argv = bt.qemu_argv(_plan(firmware="uefi", uefi_code="/c", uefi_vars=Path("/v")))
+    assert not any(a == "live" or "PASSWORD" in a for a in argv)
+
+
+def test_probe_argv() -> None:
+    uefi = bt.probe_argv("amd64", ("/c.fd", "/v.fd"), Path("/t/v.fd"))
+    assert "-accel" in uefi and uefi[uefi.index("-accel") + 1] == "kvm"
+    assert any("pflash" in a for a in uefi)
+    assert not any("cdrom" in a or "virtio" in a for a in uefi)
+    seabios = bt.probe_argv("amd64", None, Path("/t/v.fd"))
+    assert "isa-debugcon,iobase=0x402,chardev=dbg" in seabios
+
+
+# ---- KVM decision -----------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _clear_kvm_cache() -> None:
+    bt._KVM_CACHE.clear()
+
+
+def test_accel_forced() -> None:
+    assert bt.choose_accel("tcg", "amd64", probe=lambda a: pytest.fail("probed")) == "tcg"
+    assert bt.choose_accel("kvm", "amd64", probe=lambda a: pytest.fail("probed")) == "kvm"
+    with pytest.raises(bt.BootTestError):
+        bt.choose_accel("hax", "amd64")
+
+
+def test_accel_auto_uses_probe_result_and_caches_it() -> None:
+    calls: list[str] = []
+
+    def probe(arch: str) -> bool:
+        calls.append(arch)
+        return False
+
+    kw = {"host": "amd64", "kvm_device_ok": True, "probe": probe}
+    assert bt.choose_accel("auto", "amd64", **kw) == "tcg"  # type: ignore[arg-type]
+    assert bt.choose_accel("auto", "amd64", **kw) == "tcg"  # type: ignore[arg-type]
+    assert calls == ["amd64"]
+    bt._KVM_CACHE.clear()
+    assert bt.choose_accel("auto", "amd64", host="amd64", kvm_device_ok=True,
+                           probe=lambda a: True) == "kvm"
+
+
+def test_accel_auto_without_kvm_device_or_foreign_arch_does_not_probe() -> None:
+    never: Callable[[str], bool] = lambda a: pytest.fail("probed")  # noqa: E731
+    assert bt.choose_accel("auto", "amd64", host="amd64", kvm_device_ok=False,
+                           probe=never) == "tcg"
+    assert bt.choose_accel("auto", "arm64", host="amd64", kvm_device_ok=True,
+                           probe=never) == "tcg"
+    assert bt.kvm_candidate("i386", "amd64", True)
+
+
+# ---- options and main -------------------------------------------------------------------
+
+
+def test_parse_user() -> None:
+    assert bt.parse_user("user/live") == ("user", "live")
+    assert bt.parse_user("user/") == ("user", "")
+    assert bt.parse_user("root") == ("root", None)
+    assert bt.parse_user("user/a/b") == ("user", "a/b")
+    with pytest.raises(bt.BootTestError):
+        bt.parse_user("Bad User/x")
+
+
+def test_default_command() -> None:
+    assert bc.default_command("root") == "cat /etc/debian_version"
+    cmd = bc.default_command("user")
+    assert cmd.startswith("cat /etc/debian_version && ")
+    assert "sudo -n true" in cmd and '"$PASSWORD"' in cmd and "sudo -S" in cmd
+    assert 'test "$(sudo -n id -u)" = 0' in cmd
+
+
+def test_parse_args_defaults() -> None:
+    args = bt.parse_args(["x.iso"])
+    assert args.file == Path("x.iso")
+    assert args.firmware is None and args.accel == "auto"
+    assert args.timeout == 600 and args.memory == 1024
+    assert args.arch == bt.host_arch() or args.arch in bt.QEMU_BINARIES
+    args = bt.parse_args(["d.img", "--firmware", "uefi", "--user", "u/p", "--accel", "tcg",
+                          "--command", "true", "-v", "--timeout", "30", "--media", "raw"])
+    assert (args.firmware, args.user, args.accel, args.command, args.verbose,
+            args.timeout, args.media) == ("uefi", "u/p", "tcg", "true", True, 30.0, "raw")
+    with pytest.raises(SystemExit):
+        bt.parse_args(["x.iso", "--firmware", "coreboot"])
+
+
+def test_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bt.main([str(tmp_path / "nope.iso")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_main_boots_each_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "live.iso"
+    image.write_bytes(b"\0" * 4096)
+    seen: list[tuple[str, str | None]] = []
+
+    def fake_boot_test(path: Path, **kw: object) -> bt.BootReport:
+        seen.append((str(kw["firmware"]), kw["password"]))  # type: ignore[arg-type]
+        ok = kw["firmware"] == "bios"
+        return bt.BootReport(str(kw["firmware"]), "tcg", 42.0 if ok else None,
+                             "12.5" if ok else "", ok, error=None if ok else "timed out")
+
+    monkeypatch.setattr(bt, "boot_test", fake_boot_test)
+    assert bt.main([str(image), "--user", "user/live"]) == 1
+    out, err = capsys.readouterr()
+    assert seen == [("bios", "live"), ("uefi", "live")]
+    assert "bios (tcg): login after 42.0 s: OK" in out and "12.5" in out
+    assert "uefi (tcg): login after never: FAILED" in out
+    assert "timed out" in err
+    seen.clear()
+    assert bt.main([str(image), "--firmware", "bios"]) == 0
+    assert seen == [("bios", None)]
+
+
+def test_boot_test_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(bt.BootTestError, match="does not exist"):
+        bt.boot_test(tmp_path / "x.iso", firmware="bios", arch="amd64", user=None,
+                     password=None, command=None, timeout=1)
+    (tmp_path / "x.iso").write_bytes(b"")
+    with pytest.raises(bt.BootTestError, match="firmware"):
+        bt.boot_test(tmp_path / "x.iso", firmware="coreboot", arch="amd64", user=None,
+                     password=None, command=None, timeout=1)
+
+
+# ---- QEMU never outlives the test -------------------------------------------------------
+
+
+def test_qemu_context_kills_whole_process_group() -> None:
+    pidfile_cmd = ["sh", "-c", "sleep 300 & echo $!; exec sleep 300"]
+    with bt._qemu(pidfile_cmd) as proc:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+    assert proc.poll() is not None
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the background child survived")
+
+
+def test_qemu_context_kills_on_interrupt() -> None:
+    with pytest.raises(KeyboardInterrupt), bt._qemu(["sleep", "300"]) as proc:
+        raise KeyboardInterrupt
+    assert proc.poll() is not None
+
+
+def test_disk_header_decodes_qcow2_with_qemu_img(tmp_path: Path) -> None:
+    from vmdebootstrap.run import RecordingRunner
+
+    image = tmp_path / "d.qcow2"
+    image.write_bytes(b"QFI\xfb" + b"\0" * 100)
+    runner = RecordingRunner()
+    if bt.shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img is not installed")
+    assert bt.disk_header(image, "qcow2", runner) == b""
+    argv = runner.calls[0]
+    assert argv[:6] == ["qemu-img", "dd", "-f", "qcow2", "-O", "raw"]
+    assert f"if={image}" in argv
+    raw = tmp_path / "d.img"
+    raw.write_bytes(b"\x55" * 10)
+    assert bt.disk_header(raw, "raw", runner) == b"\x55" * 10

@@ -1,0 +1,552 @@
+"""ISO layout, menus and installer verification without root or network."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from vmdebootstrap import iso, isomenu
+from vmdebootstrap.errors import BuildError, UsageError
+from vmdebootstrap.run import RecordingRunner
+
+# ---- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("volid", ["DEBIAN_LIVE", "A", "X" * 32, "D12_AMD64"])
+def test_good_volume_ids(volid: str) -> None:
+    assert iso.validate_volume_id(volid) is None
+
+
+@pytest.mark.parametrize("volid", ["", "X" * 33, "debian", "DEBIAN LIVE", "DEB-LIVE", "É"])
+def test_bad_volume_ids(volid: str) -> None:
+    problem = iso.validate_volume_id(volid)
+    assert problem and "volume id" in problem
+
+
+def test_validate_spec_collects_every_problem(tmp_path: Path) -> None:
+    spec = iso.IsoSpec(arch="sparc", distribution="Bookworm", volume_id="bad id",
+                       kernel_append=("ok=1", "two words"), preseed=tmp_path / "missing.cfg",
+                       installer=True)
+    problems = iso.validate_spec(spec)
+    text = "\n".join(problems)
+    assert "sparc" in text
+    assert "codename" in text
+    assert "volume id" in text
+    assert "two words" in text
+    assert "missing.cfg" in text
+    assert "mirror" in text
+    assert "ok=1" not in text
+
+
+def test_preseed_needs_installer(tmp_path: Path) -> None:
+    preseed = tmp_path / "p.cfg"
+    preseed.write_text("d-i foo string bar\n")
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", preseed=preseed)
+    assert any("--installer" in p for p in iso.validate_spec(spec))
+
+
+def test_valid_spec_has_no_problems() -> None:
+    assert iso.validate_spec(iso.IsoSpec(arch="amd64", distribution="bookworm")) == []
+
+
+def test_build_iso_refuses_bad_input_before_writing(tmp_path: Path) -> None:
+    runner = RecordingRunner()
+    out = tmp_path / "out.iso"
+    with pytest.raises(UsageError) as exc:
+        iso.build_iso(runner, iso.IsoSpec(arch="amd64", distribution="bookworm"),
+                      tmp_path / "nosquash", out, tmp_path / "work")
+    assert "filesystem.squashfs" in str(exc.value)
+    assert runner.calls == []
+    assert not out.exists()
+
+
+def test_missing_requirements_names_packages(tmp_path: Path) -> None:
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", installer=True, mirror="http://m")
+    missing = iso.missing_requirements(spec, grub_lib=tmp_path, isolinux_dir=tmp_path,
+                                       bios_modules=tmp_path, which=lambda _n: None)
+    text = " ".join(missing)
+    for pkg in ("xorriso", "dosfstools", "mtools", "grub-efi-amd64-bin", "isolinux",
+                "syslinux-common", "gpgv"):
+        assert pkg in text
+    assert "grub-efi-ia32-bin" not in text  # optional for amd64
+
+
+# ---- menus ------------------------------------------------------------------------------
+
+
+def test_live_entries_default() -> None:
+    entries = isomenu.menu_entries(arch="amd64")
+    assert [e.ident for e in entries] == ["live", "failsafe"]
+    live, failsafe = entries
+    assert live.title == "Live system (amd64)"
+    assert live.default
+    assert " ".join(live.append) == "boot=live components quiet splash"
+    assert live.kernel == "/live/vmlinuz" and live.initrd == "/live/initrd.img"
+    assert failsafe.append[:2] == ("boot=live", "components")
+    for word in ("memtest", "noapic", "nosmp", "nosplash", "vga=788"):
+        assert word in failsafe.append
+
+
+def test_serial_console_drops_quiet_splash_and_adds_consoles() -> None:
+    live, failsafe = isomenu.menu_entries(arch="amd64", serial_console=True,
+                                          kernel_append=("live-config.hostname=x",))
+    assert "quiet" not in live.append and "splash" not in live.append
+    assert live.append[-3:] == ("console=tty0", "console=ttyS0,115200n8",
+                                "live-config.hostname=x")
+    assert "console=ttyS0,115200n8" in failsafe.append
+    assert failsafe.append[-1] == "live-config.hostname=x"
+
+
+def test_installer_entries_with_preseed() -> None:
+    entries = isomenu.menu_entries(arch="amd64", installer_dir="install.amd", preseed=True)
+    install, gui = entries[2:]
+    assert (install.title, gui.title) == ("Install", "Graphical install")
+    assert install.kernel == "/install.amd/vmlinuz"
+    assert gui.initrd == "/install.amd/gtk/initrd.gz"
+    assert "preseed/file=/cdrom/preseed.cfg" in install.append
+    assert install.append.index("preseed/file=/cdrom/preseed.cfg") < install.append.index("---")
+
+
+def test_installer_entries_without_preseed() -> None:
+    entries = isomenu.menu_entries(arch="i386", installer_dir="install.386")
+    assert all("preseed" not in " ".join(e.append) for e in entries)
+    assert entries[2].kernel == "/install.386/vmlinuz"
+
+
+def test_isolinux_cfg_plain() -> None:
+    cfg = isomenu.isolinux_cfg(isomenu.menu_entries(arch="amd64"), title="My live",
+                               serial_console=False, splash=False)
+    assert "SERIAL" not in cfg
+    assert "UI menu.c32" in cfg
+    assert "DEFAULT live" in cfg
+    assert "MENU TITLE My live" in cfg
+    assert "  APPEND boot=live components quiet splash\n" in cfg
+    assert "  LINUX /live/vmlinuz" in cfg and "  INITRD /live/initrd.img" in cfg
+
+
+def test_isolinux_cfg_serial_and_splash() -> None:
+    cfg = isomenu.isolinux_cfg(isomenu.menu_entries(arch="amd64", serial_console=True),
+                               title="T", serial_console=True, splash=True)
+    assert cfg.startswith("SERIAL 0 115200\n")
+    assert "UI vesamenu.c32" in cfg
+    assert "MENU BACKGROUND splash.png" in cfg
+    assert "console=ttyS0,115200n8" in cfg
+
+
+def test_grub_cfg_serial() -> None:
+    cfg = isomenu.grub_cfg(isomenu.menu_entries(arch="amd64", serial_console=True),
+                           title="T", serial_console=True, splash=False, font=False)
+    assert "serial --unit=0 --speed=115200\n" in cfg
+    assert "terminal_input console serial\n" in cfg
+    assert "terminal_output console serial\n" in cfg
+    assert "menuentry 'Live system (amd64)' --id live {" in cfg
+    assert ("  linux /live/vmlinuz boot=live components console=tty0 "
+            "console=ttyS0,115200n8\n") in cfg
+    assert "  initrd /live/initrd.img\n" in cfg
+    assert "set default=0" in cfg
+
+
+def test_grub_cfg_without_serial_has_no_serial_lines() -> None:
+    cfg = isomenu.grub_cfg(isomenu.menu_entries(arch="amd64"), title="T",
+                           serial_console=False, splash=False, font=False)
+    assert "serial" not in cfg
+    assert "quiet splash" in cfg
+
+
+def test_grub_cfg_splash_with_serial() -> None:
+    cfg = isomenu.grub_cfg(isomenu.menu_entries(arch="amd64"), title="T",
+                           serial_console=True, splash=True, font=True)
+    assert "background_image /boot/grub/splash.png" in cfg
+    assert "terminal_output gfxterm serial" in cfg
+
+
+def test_grub_title_quoting() -> None:
+    entry = isomenu.MenuEntry("x", "it's", "/k", "/i", ("a",))
+    cfg = isomenu.grub_cfg([entry], title="T", serial_console=False, splash=False, font=False)
+    assert "menuentry 'it'\\''s' --id x {" in cfg
+
+
+@pytest.mark.parametrize("param", ["a b", "x=$y", "q\"", "semi;colon", "back\\slash", ""])
+def test_bad_kernel_params(param: str) -> None:
+    assert isomenu.validate_kernel_param(param)
+
+
+@pytest.mark.parametrize("param", ["quiet", "console=ttyS0,115200n8", "live-config.x=a/b"])
+def test_good_kernel_params(param: str) -> None:
+    assert isomenu.validate_kernel_param(param) is None
+
+
+def test_efi_search_cfg() -> None:
+    cfg = isomenu.efi_search_cfg("/.disk/id/abc")
+    assert "search --no-floppy --set=root --file /.disk/id/abc" in cfg
+    assert "configfile ($root)/boot/grub/grub.cfg" in cfg
+
+
+def test_disk_info() -> None:
+    assert isomenu.disk_info("bookworm", "amd64", "20240101-00:00") == \
+        "Debian GNU/Linux bookworm amd64 live 20240101-00:00"
+
+
+def test_marker_is_stable_for_reproducible_builds() -> None:
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", source_date_epoch=1700000000)
+    assert iso.iso_marker(spec) == iso.iso_marker(spec)
+    assert iso.iso_marker(spec).startswith("/.disk/id/")
+    plain = iso.IsoSpec(arch="amd64", distribution="bookworm")
+    assert iso.iso_marker(plain) != iso.iso_marker(plain)
+
+
+# ---- argv builders ----------------------------------------------------------------------
+
+
+def test_grub_modules_filtered_by_availability() -> None:
+    mods = iso.grub_modules({"linux", "iso9660", "fat", "normal", "search", "efi_uga"})
+    assert mods == ["fat", "iso9660", "normal", "linux", "search", "efi_uga"]
+
+
+def test_grub_mkimage_argv() -> None:
+    argv = iso.grub_mkimage_argv("x86_64-efi", Path("/w/bootx64.efi"), ["fat", "linux"],
+                                 grub_lib=Path("/usr/lib/grub"))
+    assert argv == ["grub-mkimage", "--directory", "/usr/lib/grub/x86_64-efi",
+                    "--format", "x86_64-efi", "--prefix", "/EFI/boot",
+                    "--output", "/w/bootx64.efi", "fat", "linux"]
+
+
+def test_efi_image_argvs() -> None:
+    files = {"EFI/boot/bootx64.efi": Path("/s/x.efi"), "EFI/boot/grub.cfg": Path("/s/g.cfg")}
+    argvs = iso.efi_image_argvs(Path("/w/efi.img"), 2048, files, "1234ABCD", reproducible=True)
+    assert argvs[0] == ["mkfs.vfat", "-C", "-n", "EFIBOOT", "-i", "1234ABCD", "--invariant",
+                        "/w/efi.img", "2048"]
+    assert argvs[1] == ["mmd", "-i", "/w/efi.img", "::/EFI"]
+    assert argvs[2] == ["mmd", "-i", "/w/efi.img", "::/EFI/boot"]
+    assert argvs[3] == ["mcopy", "-m", "-i", "/w/efi.img", "/s/x.efi", "::/EFI/boot/bootx64.efi"]
+    assert argvs[4][-1] == "::/EFI/boot/grub.cfg"
+    assert all("mount" not in a[0] and "losetup" not in a[0] for a in argvs)
+    assert "--invariant" not in iso.efi_image_argvs(Path("/i"), 2048, files, "1", False)[0]
+
+
+def test_efi_image_size() -> None:
+    assert iso.efi_image_size_kib(0) == 1440
+    size = iso.efi_image_size_kib(3 * 1024 * 1024)
+    assert size * 1024 > 3 * 1024 * 1024 and size % 64 == 0
+
+
+def test_efi_serial() -> None:
+    assert iso.efi_serial(0x1_2345_6789) == "23456789"
+    assert len(iso.efi_serial(None)) == 8
+
+
+def test_xorriso_argv_hybrid_bios_uefi() -> None:
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", volume_id="MY_LIVE")
+    argv = iso.xorriso_argv(spec=spec, root=Path("/w/root"),
+                            grafts={"live/vmlinuz": Path("/sq/vmlinuz")},
+                            output=Path("/o/x.iso"), bios=True,
+                            isolinux_dir=Path("/usr/lib/ISOLINUX"))
+    line = " ".join(argv)
+    assert argv[:3] == ["xorriso", "-as", "mkisofs"]
+    assert "-iso-level 3" in line and "-full-iso9660-filenames" in line
+    assert "-V MY_LIVE" in line
+    assert "-isohybrid-mbr /usr/lib/ISOLINUX/isohdpfx.bin" in line
+    assert ("-b isolinux/isolinux.bin -c isolinux/boot.cat -no-emul-boot -boot-load-size 4 "
+            "-boot-info-table -eltorito-alt-boot -e boot/grub/efi.img -no-emul-boot "
+            "-isohybrid-gpt-basdat") in line
+    assert argv[-2:] == ["/=/w/root", "live/vmlinuz=/sq/vmlinuz"]
+    assert "--modification-date" not in line
+
+
+def test_xorriso_argv_reproducible() -> None:
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", source_date_epoch=1700000000)
+    argv = iso.xorriso_argv(spec=spec, root=Path("/r"), grafts={}, output=Path("/o"), bios=True)
+    assert "--modification-date=2023111422132000" in argv
+    i = argv.index("--set_all_file_dates")
+    assert argv[i + 1] == "=1700000000"
+    assert iso.xorriso_env(1700000000) == {"SOURCE_DATE_EPOCH": "1700000000"}
+    assert iso.xorriso_env(None) == {}
+
+
+def test_xorriso_argv_uefi_only_for_arm64() -> None:
+    spec = iso.IsoSpec(arch="arm64", distribution="bookworm")
+    argv = iso.xorriso_argv(spec=spec, root=Path("/r"), grafts={}, output=Path("/o"), bios=False)
+    assert "-isohybrid-mbr" not in argv and "-b" not in argv
+    i = argv.index("-append_partition")
+    assert argv[i:i + 4] == ["-append_partition", "2", "0xef", "/r/boot/grub/efi.img"]
+
+
+def test_graft_escape() -> None:
+    assert iso.graft_escape("/a=b\\c") == "/a\\=b\\\\c"
+
+
+# ---- El Torito check --------------------------------------------------------------------
+
+REPORT = """\
+El Torito catalog  : 44  1
+El Torito cat path : /isolinux/boot.cat
+El Torito images   :   N  Pltf  B   Emul  Ld_seg  Hdpt  Ldsiz         LBA
+El Torito boot img :   1  BIOS  y   none  0x0000  0x00      4        1133
+El Torito boot img :   2  UEFI  y   none  0x0000  0x00   4352          45
+El Torito img path :   1  /isolinux/isolinux.bin
+El Torito img path :   2  /boot/grub/efi.img
+"""
+
+
+def test_parse_el_torito() -> None:
+    assert iso.parse_el_torito(REPORT) == iso.ElTorito(bios=True, efi=True)
+    only_efi = "\n".join(line for line in REPORT.splitlines() if "BIOS" not in line)
+    assert iso.parse_el_torito(only_efi) == iso.ElTorito(bios=False, efi=True)
+    assert iso.parse_el_torito("") == iso.ElTorito(bios=False, efi=False)
+
+
+def _fake_iso(tmp_path: Path, size: int) -> Path:
+    path = tmp_path / "x.iso"
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_check_iso_accepts_hybrid(tmp_path: Path) -> None:
+    runner = RecordingRunner({"xorriso": REPORT})
+    iso.check_iso(runner, _fake_iso(tmp_path, 32 << 20), "amd64")
+    assert runner.calls[0][:2] == ["xorriso", "-indev"]
+    assert runner.calls[0][-2:] == ["-report_el_torito", "plain"]
+
+
+def test_check_iso_needs_bios_entry_on_x86(tmp_path: Path) -> None:
+    report = REPORT.replace("BIOS", "Mac ")
+    with pytest.raises(BuildError, match="BIOS"):
+        iso.check_iso(RecordingRunner({"xorriso": report}), _fake_iso(tmp_path, 32 << 20), "i386")
+    iso.check_iso(RecordingRunner({"xorriso": report}), _fake_iso(tmp_path, 32 << 20), "arm64")
+
+
+def test_check_iso_needs_efi_entry(tmp_path: Path) -> None:
+    report = REPORT.replace("UEFI", "Mac ")
+    with pytest.raises(BuildError, match="EFI"):
+        iso.check_iso(RecordingRunner({"xorriso": report}), _fake_iso(tmp_path, 32 << 20), "amd64")
+
+
+def test_check_iso_size(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="size"):
+        iso.check_iso(RecordingRunner({"xorriso": REPORT}), _fake_iso(tmp_path, 4096), "amd64")
+    with pytest.raises(BuildError, match="does not exist"):
+        iso.check_iso(RecordingRunner(), tmp_path / "none.iso", "amd64")
+
+
+# ---- installer files --------------------------------------------------------------------
+
+FILES = {
+    "cdrom/vmlinuz": b"kernel",
+    "cdrom/initrd.gz": b"initrd",
+    "cdrom/gtk/vmlinuz": b"kernel",
+    "cdrom/gtk/initrd.gz": b"gtk initrd",
+}
+IMAGES = "main/installer-amd64/current/images"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sums(files: dict[str, bytes]) -> bytes:
+    return "".join(f"{_sha(d)}  ./{n}\n" for n, d in files.items()).encode()
+
+
+def _release(sums: bytes) -> bytes:
+    return (
+        "Origin: Debian\nCodename: bookworm\nMD5Sum:\n"
+        f" {hashlib.md5(sums).hexdigest()} {len(sums)} {IMAGES}/SHA256SUMS\n"
+        "SHA256:\n"
+        f" {'0' * 64} 12 main/binary-amd64/Packages\n"
+        f" {_sha(sums)} {len(sums)} {IMAGES}/SHA256SUMS\n"
+    ).encode()
+
+
+class FakeMirror:
+    def __init__(self, files: dict[str, bytes], sums: bytes | None = None,
+                 release: bytes | None = None) -> None:
+        self.sums = sums if sums is not None else _sums(files)
+        base = "http://mirror.invalid/debian/dists/bookworm"
+        self.urls = {f"{base}/Release": release if release is not None else _release(self.sums),
+                     f"{base}/Release.gpg": b"sig", f"{base}/{IMAGES}/SHA256SUMS": self.sums}
+        self.urls.update({f"{base}/{IMAGES}/{n}": d for n, d in files.items()})
+        self.fetched: list[str] = []
+
+    def __call__(self, url: str, dest: Path) -> None:
+        self.fetched.append(url)
+        dest.write_bytes(self.urls[url])
+
+
+def _spec() -> iso.IsoSpec:
+    return iso.IsoSpec(arch="amd64", distribution="bookworm", installer=True,
+                       mirror="http://mirror.invalid/debian/")
+
+
+def _gpgv_ok() -> RecordingRunner:
+    return RecordingRunner({"gpgv": "[GNUPG:] GOODSIG x\n[GNUPG:] VALIDSIG ABC\n"})
+
+
+def test_parse_sha256sums() -> None:
+    sums = iso.parse_sha256sums(_sums(FILES).decode() + "garbage line\n")
+    assert sums["cdrom/gtk/initrd.gz"] == _sha(b"gtk initrd")
+    assert len(sums) == 4
+
+
+def test_parse_release_sha256_only_reads_sha256_section() -> None:
+    listed = iso.parse_release_sha256(_release(b"abc").decode())
+    assert listed[f"{IMAGES}/SHA256SUMS"] == (_sha(b"abc"), 3)
+    assert "main/binary-amd64/Packages" in listed
+
+
+def test_fetch_installer_verifies_chain(tmp_path: Path) -> None:
+    mirror = FakeMirror(FILES)
+    runner = _gpgv_ok()
+    dest = tmp_path / "install.amd"
+    iso.fetch_installer(runner, _spec(), dest, tmp_path, fetch=mirror,
+                        keyring=Path("/k.gpg"))
+    assert (dest / "vmlinuz").read_bytes() == b"kernel"
+    assert (dest / "gtk/initrd.gz").read_bytes() == b"gtk initrd"
+    gpgv = runner.calls[0]
+    assert gpgv[0] == "gpgv" and "--keyring" in gpgv and "/k.gpg" in gpgv
+    assert gpgv[-2:] == [str(tmp_path / "Release.gpg"), str(tmp_path / "Release")]
+    assert mirror.fetched[0].endswith("/dists/bookworm/Release")
+
+
+def test_fetch_installer_rejects_tampered_file(tmp_path: Path) -> None:
+    mirror = FakeMirror(FILES)
+    mirror.urls[next(u for u in mirror.urls if u.endswith("cdrom/gtk/vmlinuz"))] = b"evil"
+    with pytest.raises(BuildError, match="SHA256 mismatch"):
+        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+
+
+def test_fetch_installer_rejects_sums_not_matching_release(tmp_path: Path) -> None:
+    mirror = FakeMirror(FILES, release=_release(b"other sums"))
+    with pytest.raises(BuildError, match="SHA256SUMS: SHA256 mismatch"):
+        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+
+
+def test_fetch_installer_needs_sums_listed_in_release(tmp_path: Path) -> None:
+    mirror = FakeMirror(FILES, release=b"SHA256:\n")
+    with pytest.raises(BuildError, match="does not list"):
+        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+
+
+def test_fetch_installer_needs_valid_signature(tmp_path: Path) -> None:
+    runner = RecordingRunner({"gpgv": "[GNUPG:] NEWSIG\n"})
+    with pytest.raises(BuildError, match="signature"):
+        iso.fetch_installer(runner, _spec(), tmp_path / "d", tmp_path, fetch=FakeMirror(FILES))
+
+
+def test_fetch_installer_needs_every_file_listed(tmp_path: Path) -> None:
+    partial = {k: v for k, v in FILES.items() if "gtk" not in k}
+    mirror = FakeMirror(FILES, sums=_sums(partial))
+    with pytest.raises(BuildError, match="cdrom/gtk/vmlinuz"):
+        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+
+
+def test_failed_gpgv_propagates(tmp_path: Path) -> None:
+    class Failing(RecordingRunner):
+        def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+            raise BuildError("gpgv failed")
+
+    with pytest.raises(BuildError, match="gpgv failed"):
+        iso.fetch_installer(Failing(), _spec(), tmp_path / "d", tmp_path, fetch=FakeMirror(FILES))
+
+
+# ---- the whole build with faked tools -----------------------------------------------------
+
+class FakeTools(RecordingRunner):
+    """Creates what each tool would create; snapshots the ISO tree at xorriso time."""
+
+    def __init__(self, fail_xorriso: bool = False) -> None:
+        super().__init__()
+        self.fail_xorriso = fail_xorriso
+        self.tree: dict[str, str] = {}
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        result = super().run(argv, **kw)
+        args = self.calls[-1]
+        if args[0] == "grub-mkimage":
+            Path(args[args.index("--output") + 1]).write_bytes(b"MZ" + b"\0" * 1000)
+        elif args[0] == "mkfs.vfat":
+            Path(args[-2]).write_bytes(b"\0" * 1024)
+        elif args[0] == "xorriso":
+            root = Path(next(a for a in args if a.startswith("/=")).removeprefix("/="))
+            self.tree = {str(p.relative_to(root)): (p.read_text(errors="replace")
+                                                    if p.suffix in (".cfg", "") else "")
+                         for p in root.rglob("*") if p.is_file()}
+            out = Path(args[args.index("-o") + 1])
+            out.write_bytes(b"partial")
+            if self.fail_xorriso:
+                raise BuildError("xorriso failed")
+        return result
+
+
+needs_host_boot_files = pytest.mark.skipif(
+    bool(iso.missing_requirements(iso.IsoSpec(arch="amd64", distribution="bookworm"))),
+    reason="isolinux/syslinux-common/grub-efi-amd64-bin/xorriso/mtools not installed")
+
+
+def _squash(tmp_path: Path) -> Path:
+    squash = tmp_path / "squash"
+    squash.mkdir()
+    for name in ("filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages"):
+        (squash / name).write_bytes(b"x")
+    return squash
+
+
+@needs_host_boot_files
+def test_build_iso_layout_with_fake_tools(tmp_path: Path) -> None:
+    runner = FakeTools()
+    out = tmp_path / "out" / "live.iso"
+    out.parent.mkdir()
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", serial_console=True,
+                       source_date_epoch=1700000000)
+    iso.build_iso(runner, spec, _squash(tmp_path), out, tmp_path / "work")
+    assert out.read_bytes() == b"partial"
+    assert [p.name for p in out.parent.iterdir()] == ["live.iso"]
+    tree = runner.tree
+    assert tree[".disk/info"] == "Debian GNU/Linux bookworm amd64 live 20231114-22:13"
+    assert any(k.startswith(".disk/id/") for k in tree)
+    for name in ("isolinux/isolinux.bin", "isolinux/ldlinux.c32", "isolinux/menu.c32",
+                 "isolinux/libcom32.c32", "isolinux/libutil.c32", "boot/grub/efi.img",
+                 "EFI/boot/bootx64.efi"):
+        assert name in tree
+    assert tree["isolinux/isolinux.cfg"].startswith("SERIAL 0 115200")
+    assert "terminal_output console serial" in tree["boot/grub/grub.cfg"]
+    marker = next(k for k in tree if k.startswith(".disk/id/"))
+    assert f"--file /{marker}" in tree["EFI/boot/grub.cfg"]
+    xorriso = runner.calls[-1]
+    assert f"live/filesystem.squashfs={tmp_path}/squash/filesystem.squashfs" in xorriso
+    assert any(a.startswith("live/filesystem.packages=") for a in xorriso)
+    mcopies = [c[-1] for c in runner.calls if c[0] == "mcopy"]
+    assert "::/EFI/boot/bootx64.efi" in mcopies and "::/EFI/boot/grub.cfg" in mcopies
+    assert not list((tmp_path / "work").iterdir())  # scratch removed
+
+
+@needs_host_boot_files
+def test_build_iso_failure_leaves_no_output(tmp_path: Path) -> None:
+    out = tmp_path / "live.iso"
+    with pytest.raises(BuildError):
+        iso.build_iso(FakeTools(fail_xorriso=True), iso.IsoSpec(arch="amd64",
+                      distribution="bookworm"), _squash(tmp_path), out, tmp_path / "work")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["squash", "work"]
+    assert not list((tmp_path / "work").iterdir())
+
+
+def test_splash_must_be_png(tmp_path: Path) -> None:
+    bad = tmp_path / "splash.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0JFIF")
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", splash=bad)
+    assert any("not a PNG" in p for p in iso.validate_spec(spec))
+
+
+@needs_host_boot_files
+def test_build_iso_with_splash(tmp_path: Path) -> None:
+    splash = tmp_path / "splash.png"
+    splash.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    runner = FakeTools()
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", splash=splash)
+    iso.build_iso(runner, spec, _squash(tmp_path), tmp_path / "l.iso", tmp_path / "work")
+    for name in ("isolinux/vesamenu.c32", "isolinux/splash.png", "boot/grub/splash.png"):
+        assert name in runner.tree
+    assert "MENU BACKGROUND splash.png" in runner.tree["isolinux/isolinux.cfg"]
+    assert "background_image" in runner.tree["boot/grub/grub.cfg"]
