@@ -65,7 +65,7 @@ class Run:
     seconds: float
 
 
-SESSION_CACHE = Path(tempfile.gettempdir()) / f"vmdebootstrap-test-cache-{os.getpid()}"
+SESSION_CACHE = Path(tempfile.gettempdir()) / f"vmdbt-session-cache-{os.getpid()}"
 
 
 @pytest.fixture(scope="session", autouse=True)
