@@ -16,7 +16,9 @@ from datetime import date
 from pathlib import Path
 
 from vmdebootstrap import apt_sources, binfmt, distro, iso
+from vmdebootstrap.bootloader import bootloader_packages
 from vmdebootstrap.customise import find_hook
+from vmdebootstrap.disk import DiskSpec, layout_problems
 from vmdebootstrap.errors import UsageError
 from vmdebootstrap.passwords import UserSpec, hash_password, parse_user
 from vmdebootstrap.settings import Settings
@@ -237,10 +239,17 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
                             "or --no-kernel")
     elif s.kernel_package:
         notes.append(f"--no-kernel wins over --kernel-package {s.kernel_package}")
-    if s.no_kernel and output in ("squash", "iso", "image"):
-        problems.append(f"--no-kernel: a --{output} output needs a kernel to boot")
+    if s.no_kernel and (output in ("squash", "iso") or
+                        (output == "image" and s.bootloader != "none")):
+        # An image without a bootloader may get both from its hook (u-boot boards).
+        problems.append(f"--no-kernel: a --{output} output needs a kernel to boot"
+                        + (" (or give --no-grub --no-extlinux)" if output == "image" else ""))
     emulated = arch not in binfmt.native_arches(host.arch)
     packages = _packages(s, codename, output, variant, kernel, emulated)
+    if output == "image" and not (s.use_uefi and arch not in UEFI_ARCHES):
+        packages += [p for p in bootloader_packages(
+            arch, s.bootloader, s.use_uefi, s.roottype, s.boottype if s.bootsize else None)
+            if p not in packages]
     if s.kernel_package and not PACKAGE_RE.fullmatch(s.kernel_package):
         problems.append(f"--kernel-package: {s.kernel_package!r} is not a package name")
     for name in s.package:
@@ -290,7 +299,10 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
     problems.extend(_compression_problems(s.squash_compression))
 
     # --- disk images and boot ------------------------------------------------
-    problems.extend(_image_problems(s, arch, codename, output, variant))
+    image_problems = _image_problems(s, arch, codename, output, variant)
+    problems.extend(image_problems)
+    if output == "image" and arch in binfmt.VALID_ARCHES and not image_problems:
+        problems.extend(layout_problems(DiskSpec.from_settings(s, arch)))
     if output == "iso":
         if arch not in ISO_ARCHES:
             problems.append(f"--iso: not supported for {arch} (supported: "
