@@ -98,7 +98,7 @@ def test_mksquashfs_argv() -> None:
 def test_compressor_sets() -> None:
     assert [c.name for c in cmd.compressors(quick=True)] == list(cmd.QUICK_COMPRESSORS)
     full = {c.name: c for c in cmd.compressors(quick=False)}
-    assert len(full) == 8
+    assert len(full) == 9
     assert full["xz -b 1M"].option == "xz" and full["xz"].option is None
     assert full["zstd:19"].args[-2:] == ("-Xcompression-level", "19")
 
