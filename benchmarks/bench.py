@@ -3,7 +3,6 @@ builds that several measurements reuse (our cold build, bootstrapped trees)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from benchmarks import commands as cmd
 from benchmarks.harness import CommandFailed, Runner, Timing, drop, say
+from vmdebootstrap.cache import file_sha256
 
 HOOK = """\
 #!/bin/sh
@@ -139,12 +139,7 @@ class Bench:
 
 # --- comparing two trees ------------------------------------------------------------
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = file_sha256
 
 
 FIELDS = ("type", "mode", "uid", "gid", "mtime", "size", "content")

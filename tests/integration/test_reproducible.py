@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from tests.integration.conftest import EXAMPLES, vmdebootstrap
+from vmdebootstrap.cache import file_sha256 as sha256
 
 EPOCH = "1700000000"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def test_two_builds_are_bit_identical(tmp_path: Path) -> None:
