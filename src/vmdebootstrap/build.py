@@ -20,6 +20,7 @@ from vmdebootstrap import iso, reproducible
 from vmdebootstrap import outputs as out
 from vmdebootstrap.cache import bootstrap_with_cache
 from vmdebootstrap.customise import HookEnv, run_hook
+from vmdebootstrap.diagnose import checkpoint
 from vmdebootstrap.plan import Plan, iso_spec_of
 from vmdebootstrap.resources import (
     chroot_mounts,
@@ -92,6 +93,7 @@ def populate(ctx: Context) -> None:
         bootstrap_with_cache(plan, runner, root, ctx.work)
         bs.install_handler(plan, root)
         stack.callback(bs.remove_handler, plan, root)
+        checkpoint("bootstrap")
 
         stack.enter_context(host_resolv_conf(root))
         step("Configuring the system")
@@ -113,6 +115,7 @@ def configure(ctx: Context) -> None:
     cf.set_hostname(plan, root)
     with chroot_mounts(runner, root), daemons_blocked(root):
         cf.configure_accounts(plan, runner, root)
+        checkpoint("configure")
         cf.configure_network(plan, root)
         cf.configure_serial_console(plan, root)
         cf.configure_apt(plan, root)

@@ -197,10 +197,13 @@ class Cache:
                     continue
                 tmp = self.debs / f".{deb.name}.part"
                 try:
-                    os.link(deb, tmp)
-                except OSError:
-                    tmp.write_bytes(deb.read_bytes())
-                os.replace(tmp, dest)
+                    try:
+                        os.link(deb, tmp)
+                    except OSError:
+                        tmp.write_bytes(deb.read_bytes())
+                    os.replace(tmp, dest)
+                finally:
+                    tmp.unlink(missing_ok=True)
                 added += 1
         return added
 
@@ -224,7 +227,7 @@ def bootstrap_with_cache(plan: Plan, runner: Runner, root: Path, work: Path) -> 
         release = fetch_release(plan.mirror, plan.distribution)
         key = make_key(plan, release, tool_version(runner, plan.bootstrap_tool))
     except BuildError as exc:
-        log.warning("root cache not used: %s", exc)
+        log.info("root cache not used: %s", exc)
     if key is not None:
         if s.refresh_cache:
             log.info("root cache: refreshing %s (--refresh-cache)", key.digest)

@@ -8,16 +8,21 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from vmdebootstrap import __version__
 from vmdebootstrap.config import default_config_files, dump_config, read_config
-from vmdebootstrap.errors import Interrupted, UsageError, VmdebootstrapError
+from vmdebootstrap.errors import BuildError, Interrupted, UsageError, VmdebootstrapError
 from vmdebootstrap.options import OPTIONS, Kind
 from vmdebootstrap.run import Masker, SubprocessRunner
 from vmdebootstrap.settings import Settings, build_settings
+
+if TYPE_CHECKING:
+    from vmdebootstrap.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -177,7 +182,8 @@ def print_plan(plan: object) -> None:
     if plan.hook:
         lines.append(f"customisation hook: {plan.hook}")
     lines += [f"note: {n}" for n in plan.notes]
-    print("\n".join(lines))
+    # Values the user typed: a control character would reach the terminal.
+    print("\n".join(_printable(line) for line in lines))
 
 
 def _outputs(s: Settings) -> list[str]:
@@ -192,7 +198,7 @@ def _plan_problems(settings: Settings, known: list[str]) -> list[str]:
 
     bad = {p.split(":")[0].split()[0] for p in known}
     try:
-        make_plan(settings)
+        _checked_plan(make_plan, settings)
     except UsageError as exc:
         return [p for p in exc.problems if not any(b in p for b in bad)]
     return []
@@ -200,8 +206,11 @@ def _plan_problems(settings: Settings, known: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     masker = Masker()
+    plan: Plan | None = None
     try:
-        settings, ns, problems = parse_collecting(sys.argv[1:] if argv is None else argv)
+        args = list(sys.argv[1:] if argv is None else argv)
+        _check_encoding(args)
+        settings, ns, problems = parse_collecting(args)
         if settings.root_password:
             masker.add(settings.root_password)
         for value in settings.user:
@@ -215,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings, masker, to_file=False)
         from vmdebootstrap.plan import make_plan  # late: tests replace it
 
-        plan = make_plan(settings)
+        plan = _checked_plan(make_plan, settings)
         if not settings.dry_run:
             if os.geteuid() != 0:
                 raise UsageError("vmdebootstrap must run as root (it mounts filesystems and "
@@ -232,12 +241,72 @@ def main(argv: Sequence[str] | None = None) -> int:
         build(plan, SubprocessRunner(masker))
         return 0
     except KeyboardInterrupt:
-        err = Interrupted("interrupted; everything the build had set up was undone")
+        err: VmdebootstrapError = Interrupted(
+            "interrupted; everything the build had set up was undone")
         _report(err)
         return err.exit_code
     except VmdebootstrapError as exc:
-        _report(exc)
-        return exc.exit_code
+        err = _explained(exc, plan) or exc
+        _report(err)
+        return err.exit_code
+    except Exception as exc:  # not ours: still one message; the traceback goes to the log
+        err = _explained(exc, plan) or _unexpected(exc)
+        _report(err)
+        return err.exit_code
+
+
+def _checked_plan(make_plan: Callable[[Settings], Plan], settings: Settings) -> Plan:
+    """make_plan, with a path the system cannot even look at (too long, a
+    loop of symbolic links...) reported as the bad value it is."""
+    try:
+        return make_plan(settings)
+    except OSError as exc:
+        name = os.fsdecode(exc.filename) if exc.filename is not None else ""
+        options = [f"--{o.name}" for o in OPTIONS if o.kind is Kind.STR
+                   and name and getattr(settings, o.dest) in (name, os.path.basename(name))]
+        where = options[0] if options else "a path given"
+        short = name if len(name) <= 80 else name[:77] + "..."
+        raise UsageError(f"{where}: {short}: {exc.strerror or exc}") from None
+
+
+def _check_encoding(args: list[str]) -> None:
+    """Bytes that are not UTF-8 (a file name from another locale) reach us
+    as lone surrogates, which nothing can print or write into the image.
+    The value is not echoed: it may be a password."""
+    problems = []
+    for i, arg in enumerate(args):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            if arg.startswith("--"):
+                name = arg.partition("=")[0]
+            elif i and args[i - 1].startswith("--"):
+                name = args[i - 1].partition("=")[0]
+            else:
+                name = f"argument {i + 1}"
+            problems.append(f"{_printable(name)}: the value is not valid UTF-8 text")
+    if problems:
+        raise UsageError(problems)
+
+
+def _explained(exc: BaseException, plan: Plan | None) -> VmdebootstrapError | None:
+    """The clear message for a known low-level cause (a full disk, the
+    mirror...); the original error, with the command's last lines, is logged."""
+    from vmdebootstrap.diagnose import explain
+
+    clear = explain(exc, Path(tempfile.gettempdir()), plan)
+    if clear is not None:
+        log.debug("the failure behind the error below: %s", exc)
+    return clear
+
+
+def _unexpected(exc: Exception) -> VmdebootstrapError:
+    log.debug("unexpected error", exc_info=exc)
+    if isinstance(exc, OSError):
+        name = f": {exc.filename}" if exc.filename is not None else ""
+        return BuildError(f"{exc.strerror or exc}{name}")
+    return BuildError(f"internal error: {type(exc).__name__}: {exc} (please report this "
+                      "bug; with --log FILE the log has the traceback)")
 
 
 def _printable(text: str) -> str:
@@ -252,7 +321,8 @@ def _report(exc: VmdebootstrapError) -> None:
         # One "vmdebootstrap: error:" line per problem.
         message = "\n".join(f"vmdebootstrap: error: {_printable(p)}" for p in exc.problems)
     else:
-        message = f"vmdebootstrap: error: {text}".replace("\n", "\nvmdebootstrap: ")
+        message = "\n".join(f"vmdebootstrap: {_printable(line)}"
+                            for line in f"error: {text}".splitlines())
     log.debug("error: %s", text)
     for handler in log.handlers:
         handler.flush()

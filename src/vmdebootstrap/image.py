@@ -37,7 +37,8 @@ from vmdebootstrap.settings import Settings
 log = logging.getLogger("vmdebootstrap")
 
 MiB = 1024**2
-ENOSPC_TEXTS = ("No space left on device", "Disk full")
+# dpkg, tar, cp...; mtools; apt's check before it downloads
+ENOSPC_TEXTS = ("No space left on device", "Disk full", "You don't have enough free space in")
 NO_FS_TEXT = "unknown filesystem type"
 FULL_FRACTION = 0.02  # a filesystem with less than this free (or 4 MiB) is full
 FULL_BYTES = 4 * MiB
@@ -307,6 +308,11 @@ def explain_full(plan: Plan, target: ImageTarget, exc: BaseException,
         return None
     s = plan.settings
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if len(first) > 200:
+        first = first[:200] + "..."
+    if isinstance(exc, CommandError):
+        said = [line.strip() for line in exc.tail if any(t in line for t in ENOSPC_TEXTS)]
+        first += "".join(f"\n    {line}" for line in said[-2:])
     if not full:
         host = fs_usage(target.image.parent)
         if host is not None and host.free < HOST_FULL_BYTES:

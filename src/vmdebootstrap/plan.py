@@ -54,7 +54,7 @@ MMDEBSTRAP_VARIANTS = {"minbase", "buildd", "essential", "apt", "required", "imp
 HOSTNAME_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-URL_RE = re.compile(r"(https?|file)://\S+")
+URL_RE = re.compile(r"(https?|file)://[^\s\x00-\x1f\x7f]+")
 MIN_SWAP = 256 * 1024**2
 MiB = 1024**2
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.run import Runner
+from vmdebootstrap.run import Runner, signals_held
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -71,8 +71,12 @@ def unmount_under(
     mountinfo: Callable[[], str] = lambda: MOUNTINFO.read_text(),
     include_self: bool = True,
 ) -> list[str]:
-    """Unmount everything at or below ``path``; return what could not be."""
+    """Unmount everything at or below ``path``; return what could not be.
+
+    Each subtree is made private first (isolate), so that no unmount here
+    propagates to the mounts it was copied from."""
     failed: list[str] = []
+    isolated: set[str] = set()
     # Stacked mounts show up once per layer; loop until nothing changes.
     for _ in range(64):
         here = os.path.realpath(path)
@@ -82,6 +86,10 @@ def unmount_under(
         ]
         if not points:
             break
+        for top in _topmost(points):
+            if top not in isolated:
+                isolate(runner, top)
+                isolated.add(top)
         target = points[0]
         result = runner.run(["umount", target], check=False, label="umount")
         if result.returncode != 0:
@@ -90,10 +98,31 @@ def unmount_under(
             lazy = runner.run(["umount", "--lazy", target], check=False, label="umount")
             if lazy.returncode != 0:
                 failed.append(target)
+        isolated.discard(target)  # a mount stacked below it is now on top
     here = os.path.realpath(path)
     failed += [p for p in mounts_under(path, mountinfo())
                if (include_self or p != here) and p not in failed]
     return failed
+
+
+def _topmost(points: list[str]) -> list[str]:
+    """The points with no other point of the list above them."""
+    return [p for p in points
+            if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in points)]
+
+
+def isolate(runner: Runner, point: str) -> None:
+    """Make the mount at ``point`` and everything below it private.
+
+    With shared propagation (systemd mounts / shared), a bind or rbind
+    mount of the host's /dev made by a hook or a tool is a peer of the
+    host's own mounts: unmounting the copy of /dev/pts or /dev/shm would
+    unmount the host's /dev/pts and /dev/shm too.  A private mount has no
+    peers, so unmounting it touches nothing else.  Only real mount points
+    (from the kernel's own table) are changed."""
+    if point not in mount_points(Path("/proc/self/mountinfo").read_text()):
+        return
+    runner.run(["mount", "--make-rprivate", point], check=False, label="mount")
 
 
 def processes_in_root(root: str | os.PathLike[str], proc: Path = Path("/proc")) -> list[int]:
@@ -146,18 +175,29 @@ def remove_tree(path: str | os.PathLike[str], mountinfo: str | None = None) -> N
     def walk(directory: Path) -> bool:
         """Empty ``directory``; False if something in it had to be kept."""
         emptied = True
-        for entry in os.scandir(directory):
-            st = entry.stat(follow_symlinks=False)
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return True
+        for entry in entries:
+            # An entry that vanished meanwhile (a lock file its program
+            # removed as it was stopped) is as good as removed.
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
             if stat.S_ISDIR(st.st_mode):
                 if st.st_dev != top_dev:
                     skipped.append(entry.path)
                     emptied = False
                 elif walk(Path(entry.path)):
-                    os.rmdir(entry.path)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(entry.path)
                 else:
                     emptied = False
             else:
-                os.unlink(entry.path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
         return emptied
 
     if top.is_dir() and not top.is_symlink():
@@ -172,20 +212,35 @@ def remove_tree(path: str | os.PathLike[str], mountinfo: str | None = None) -> N
 @contextlib.contextmanager
 def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
              keep: bool = False) -> Iterator[Path]:
-    """A private work directory under $TMPDIR, removed even on failure."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(path, 0o755)
-    log.debug("work directory %s", path)
+    """A private work directory under $TMPDIR, removed even on failure, and
+    even when Ctrl-C arrives while it is being created or removed."""
+    path: Path | None = None
     try:
+        with signals_held():
+            path = Path(tempfile.mkdtemp(prefix=prefix))
+        os.chmod(path, 0o755)
+        log.debug("work directory %s", path)
         yield path
     except BaseException:
         # The build's own error stays the one the user sees.
-        try:
-            _drop_work_dir(path, runner, keep)
-        except Exception as exc:
-            log.error("%s", exc)
+        if path is not None:
+            _drop_quietly(path, runner, keep)
         raise
-    _drop_work_dir(path, runner, keep)
+    try:
+        _drop_work_dir(path, runner, keep)
+    except BuildError:
+        raise
+    except BaseException:
+        # Interrupted half-way through removing it: finish, then stop.
+        _drop_quietly(path, runner, keep)
+        raise
+
+
+def _drop_quietly(path: Path, runner: Runner, keep: bool) -> None:
+    try:
+        _drop_work_dir(path, runner, keep)
+    except Exception as exc:
+        log.error("%s", exc)
 
 
 def _drop_work_dir(path: Path, runner: Runner, keep: bool) -> None:
@@ -285,17 +340,22 @@ def daemons_blocked(root: Path) -> Iterator[None]:
 def staged_file(final: Path) -> Iterator[Path]:
     """A temp path beside ``final``, renamed onto it only on success."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        with signals_held():
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part",
+                                       dir=final.parent)
+            os.close(fd)
+            tmp_path = Path(tmp)
         yield tmp_path
+        with signals_held():  # renamed whole, or not at all
+            os.chmod(tmp_path, 0o644)
+            os.replace(tmp_path, final)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
         raise
-    os.chmod(tmp_path, 0o644)
-    os.replace(tmp_path, final)
 
 
 def copy_file(src: Path, dst: Path) -> None:

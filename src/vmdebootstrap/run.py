@@ -9,15 +9,18 @@ its output.  Secrets never go on a command line: pass them as ``input``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shlex
 import signal
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import IO, Protocol
 
 from vmdebootstrap.errors import BuildError
@@ -25,6 +28,13 @@ from vmdebootstrap.errors import BuildError
 log = logging.getLogger("vmdebootstrap.run")
 
 TAIL_LINES = 25
+# How long output may stay open after a command exited: a process it left in
+# the background that still holds its stdout is stopped after this.
+LINGER_SECONDS = 5.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A timeout beyond this (about 68 years; --hook-timeout takes any number)
+# means none: larger ones overflow the float a wait needs.
+MAX_TIMEOUT = 2**31
 
 
 class CommandError(BuildError):
@@ -70,6 +80,40 @@ class Runner(Protocol):
         check: bool = True,
         what: str | None = None,
     ) -> Result: ...
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Run a short critical section whole: SIGINT and SIGTERM that arrive in
+    it are handled when it ends, by the handlers that were in place.
+
+    Starting a child, creating a temp file and renaming an output into place
+    must not be cut in half: an exception raised half-way through Popen
+    leaves a child running that nobody stops, and one raised between
+    creating a temp file and the try that removes it leaks the file.  The
+    signals are not blocked, only their handlers' exceptions deferred, so a
+    child never inherits a blocked SIGTERM.  Only the main thread has signal
+    handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    saved = {int(sig): signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        for signum in pending:
+            handler = saved[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -136,16 +180,14 @@ class SubprocessRunner:
         args = [os.fspath(a) for a in argv]
         label = label or Path(args[0]).name
         log.debug("+ %s", self.mask(shlex.join(args)))
+        if timeout is not None and timeout >= MAX_TIMEOUT:
+            timeout = None
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE if capture else subprocess.STDOUT,
-            env=base_env(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
+        child_env = base_env(env)
+        if Path(args[0]).name == "chroot" and not (env and "TMPDIR" in env):
+            # The host's TMPDIR does not exist inside the root: mktemp in
+            # mkinitramfs and friends would fail there.
+            child_env.pop("TMPDIR", None)
         chunks: list[bytes] = []
         readers: list[threading.Thread] = []
 
@@ -158,16 +200,30 @@ class SubprocessRunner:
         def collect(pipe: IO[bytes]) -> None:
             chunks.append(pipe.read())
 
-        assert proc.stdout is not None
-        if capture:
-            assert proc.stderr is not None
-            readers.append(threading.Thread(target=collect, args=(proc.stdout,), daemon=True))
-            readers.append(threading.Thread(target=stream, args=(proc.stderr,), daemon=True))
-        else:
-            readers.append(threading.Thread(target=stream, args=(proc.stdout,), daemon=True))
-        for t in readers:
-            t.start()
+        proc: subprocess.Popen[bytes] | None = None
         try:
+            with signals_held():
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+                    env=child_env,
+                    cwd=cwd,
+                    start_new_session=True,
+                )
+            assert proc.stdout is not None
+            if capture:
+                assert proc.stderr is not None
+                readers.append(threading.Thread(target=collect, args=(proc.stdout,),
+                                                daemon=True))
+                readers.append(threading.Thread(target=stream, args=(proc.stderr,),
+                                                daemon=True))
+            else:
+                readers.append(threading.Thread(target=stream, args=(proc.stdout,),
+                                                daemon=True))
+            for t in readers:
+                t.start()
             if input is not None:
                 assert proc.stdin is not None
                 try:
@@ -177,35 +233,54 @@ class SubprocessRunner:
                     pass
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            assert proc is not None
             _kill_group(proc)
             for t in readers:
                 t.join(5)
             raise CommandTimeout([self.mask(a) for a in args], -signal.SIGKILL, list(tail),
                                  what or f"timed out after {timeout:g} s") from None
         except BaseException:
-            # Ctrl-C or SIGTERM in the parent: the child is in its own session,
-            # so stop it here before teardown starts unmounting under it.
-            _kill_group(proc)
+            # Ctrl-C or SIGTERM in the parent, from the moment the child
+            # exists: it is in its own session, so stop it here before
+            # teardown starts unmounting and deleting under it.
+            if proc is not None:
+                _kill_group(proc)
             raise
+        deadline = time.monotonic() + LINGER_SECONDS
         for t in readers:
-            t.join()
+            t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in readers):
+            # Something it started in the background still holds its output
+            # (a hook's "daemon &"): stop what is left of its process group.
+            log.warning("%s exited but left processes running that hold its output; "
+                        "stopping them", label)
+            _kill_group(proc)
+            for t in readers:
+                t.join(LINGER_SECONDS)
         stdout = b"".join(chunks).decode("utf-8", "replace") if capture else ""
         if check and returncode != 0:
             raise CommandError([self.mask(a) for a in args], returncode, list(tail), what)
         return Result(returncode, stdout, list(tail))
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the child's process group, SIGKILL to what is left after
+    ``grace`` seconds; returns when the whole group is gone (a tool such as
+    mmdebstrap unmounts what it mounted when it gets SIGTERM)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
+            proc.poll()
             return
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, so that only live members count
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 class RecordingRunner:

@@ -544,6 +544,10 @@ def test_no_space_message_is_enough(image_plan: Callable[..., Plan], tmp_path: P
     exc = CommandError(["dpkg"], 2, ["dpkg: error: No space left on device"])
     err = image.explain_full(plan, target_for(plan, tmp_path), exc, usage={"root": FREE})
     assert err is not None and "raise --size" in str(err)
+    apt = CommandError(["mmdebstrap"], 1, [
+        "E: You don't have enough free space in /tmp/x/root/var/cache/apt/archives/."])
+    assert image.explain_full(plan, target_for(plan, tmp_path), apt,
+                              usage={"root": FREE}) is not None
     enospc = OSError(errno.ENOSPC, "No space")
     wrapped = BuildError("writing failed")
     wrapped.__cause__ = enospc

@@ -49,6 +49,12 @@ _vmdb_root() {
     fi
 }
 
+# _vmdb_chroot CMD...: CMD inside the root.  TMPDIR names a directory on the
+# host that does not exist in the root (mkinitramfs would fail there).
+_vmdb_chroot() {
+    (unset TMPDIR; chroot "$_vmdb_r" "$@")
+}
+
 export_env() {
     _vmdb_root || return 1
     DEBIAN_FRONTEND=noninteractive
@@ -95,6 +101,9 @@ cleanup() {
     _vmdb_status=0
     for _vmdb_m in "$_vmdb_r/dev/pts" "$_vmdb_r/dev" "$_vmdb_r/sys" "$_vmdb_r/proc"; do
         mountpoint -q "$_vmdb_m" || continue
+        # Private first: unmounting a shared copy of the host's /dev would
+        # also unmount the host's own /dev/pts and /dev/shm.
+        mount --make-rprivate "$_vmdb_m" 2>/dev/null || true
         # -R takes along anything a package mounted below (binfmt_misc...);
         # a process still holding files there only delays the lazy unmount.
         umount -R "$_vmdb_m" 2>/dev/null || umount -l "$_vmdb_m" 2>/dev/null || true
@@ -163,7 +172,7 @@ prepare_apt_source() {
     _vmdb_move_entries "$_vmdb_apt/sources.list.d" "$_vmdb_saved/sources.list.d" || return 1
     printf '%s\n' "deb $1 $_vmdb_suite $_vmdb_components" >"$_vmdb_apt/sources.list" \
         || return 1
-    chroot "$_vmdb_r" apt-get -q update
+    _vmdb_chroot apt-get -q update
 }
 
 replace_apt_source() {
@@ -195,7 +204,10 @@ apt_install() {
         _vmdb_say "apt_install: no packages given"
         return 1
     fi
-    DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true \
-        chroot "$_vmdb_r" apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Color=0 \
-        --install-recommends install "$@"
+    (
+        DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
+        export DEBIAN_FRONTEND DEBCONF_NONINTERACTIVE_SEEN
+        _vmdb_chroot apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Color=0 \
+            --install-recommends install "$@"
+    )
 }
