@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.conftest import RELEASES_CSV
 from vmdebootstrap import distro
 from vmdebootstrap.distro import (
     Release,
@@ -16,20 +17,7 @@ from vmdebootstrap.distro import (
 from vmdebootstrap.errors import UsageError, VmdebootstrapError
 
 # Same shape as distro-info-data's debian.csv (tail of it).
-CSV = """\
-version,codename,series,created,release,eol,eol-lts,eol-elts
-7,Wheezy,wheezy,2011-02-06,2013-05-04,2016-04-25,2018-05-31,2020-06-30
-8,Jessie,jessie,2013-05-04,2015-04-25,2018-06-17,2020-06-30,2025-06-30
-9,Stretch,stretch,2015-04-25,2017-06-17,2020-07-18,2022-06-30,2027-06-30
-10,Buster,buster,2017-06-17,2019-07-06,2022-09-10,2024-06-30,2029-06-30
-11,Bullseye,bullseye,2019-07-06,2021-08-14,2024-08-14,2026-08-31,2031-06-30
-12,Bookworm,bookworm,2021-08-14,2023-06-10,2026-07-11,2028-06-30,2033-06-30
-13,Trixie,trixie,2023-06-10,2025-08-09,2028-08-09,2030-06-30,2035-06-30
-14,Forky,forky,2025-08-09
-15,Duke,duke,2027-08-01
-,Sid,sid,1993-08-16
-,Experimental,experimental,1993-08-16
-"""
+CSV = RELEASES_CSV
 
 
 @pytest.fixture
