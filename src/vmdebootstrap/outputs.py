@@ -152,7 +152,14 @@ def write_pkglist(runner: Runner, root: Path, dest: Path) -> None:
     result = runner.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
                          f"-f={PKGLIST_FORMAT}"], capture=True,
                         what="listing the installed packages failed")
-    dest.write_text(result.stdout)
+    # Staged and renamed like every output, and readable whatever the umask.
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        tmp.write_text(result.stdout)
+        tmp.chmod(0o644)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def chown_outputs(paths: list[Path], owner: str | None) -> None:
