@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 
 from vmdebootstrap.chroot import chroot_argv
+from vmdebootstrap.options import BY_NAME
 from vmdebootstrap.plan import Plan
 from vmdebootstrap.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 
-SERIAL_DEFAULT = "/sbin/getty -L ttyS0 115200 vt100"
+SERIAL_DEFAULT = BY_NAME["serial-console-command"].default
 
 HOSTS = """127.0.0.1\tlocalhost
 127.0.1.1\t{name}
@@ -128,17 +129,25 @@ def configure_apt(plan: Plan, root: Path) -> None:
                 f.unlink()
 
 
-def _enable_unit(root: Path, unit: str, target: str) -> None:
+def _unit_file(root: Path, unit: str) -> str | None:
+    """Where the image has ``unit`` (or its template), as a path in the image."""
+    template = unit.split("@")[0] + "@.service" if "@" in unit else unit
     for libdir in ("usr/lib/systemd/system", "lib/systemd/system"):
-        template = unit.split("@")[0] + "@.service" if "@" in unit else unit
         if (root / libdir / template).exists():
-            wants = root / "etc/systemd/system" / f"{target}.wants"
-            wants.mkdir(parents=True, exist_ok=True)
-            link = wants / unit
-            if not link.is_symlink():
-                link.symlink_to(f"/{libdir}/{template}")
-            return
-    log.warning("cannot enable %s: the unit is not installed in the image", unit)
+            return f"/{libdir}/{template}"
+    return None
+
+
+def _enable_unit(root: Path, unit: str, target: str) -> None:
+    path = _unit_file(root, unit)
+    if path is None:
+        log.warning("cannot enable %s: the unit is not installed in the image", unit)
+        return
+    wants = root / "etc/systemd/system" / f"{target}.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / unit
+    if not link.is_symlink():
+        link.symlink_to(path)
 
 
 def configure_network(plan: Plan, root: Path) -> None:
@@ -150,8 +159,7 @@ def configure_network(plan: Plan, root: Path) -> None:
         netdir.mkdir(parents=True, exist_ok=True)
         (netdir / "80-vmdebootstrap-dhcp.network").write_text(NETWORKD_DHCP)
         _enable_unit(root, "systemd-networkd.service", "multi-user.target")
-        if (root / "lib/systemd/system/systemd-resolved.service").exists() or \
-                (root / "usr/lib/systemd/system/systemd-resolved.service").exists():
+        if _unit_file(root, "systemd-resolved.service"):
             _enable_unit(root, "systemd-resolved.service", "multi-user.target")
     else:
         ifdir = root / "etc/network/interfaces.d"

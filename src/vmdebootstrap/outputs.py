@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.plan import Plan
+from vmdebootstrap.resources import staged_file
 from vmdebootstrap.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
@@ -152,14 +153,8 @@ def write_pkglist(runner: Runner, root: Path, dest: Path) -> None:
     result = runner.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
                          f"-f={PKGLIST_FORMAT}"], capture=True,
                         what="listing the installed packages failed")
-    # Staged and renamed like every output, and readable whatever the umask.
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
+    with staged_file(dest) as tmp:
         tmp.write_text(result.stdout)
-        tmp.chmod(0o644)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def chown_outputs(paths: list[Path], owner: str | None) -> None:
