@@ -23,8 +23,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdebootstrap.resources import kill_processes_in, remove_tree, unmount_under
-from vmdebootstrap.run import SubprocessRunner
+from vmdebootstrap.host.resources import kill_processes_in, remove_tree, unmount_under
+from vmdebootstrap.host.run import SubprocessRunner
 
 GRACE_SECONDS = 300  # how long an interrupted child may take to clean up
 

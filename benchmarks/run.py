@@ -110,9 +110,9 @@ def tool_versions() -> dict[str, str]:
 
 
 def release_epoch(mirror: str) -> int:
-    from vmdebootstrap.cache import fetch_release
     from vmdebootstrap.errors import VmdebootstrapError
-    from vmdebootstrap.reproducible import release_date
+    from vmdebootstrap.root.cache import fetch_release
+    from vmdebootstrap.root.reproducible import release_date
 
     try:
         return release_date(fetch_release(mirror, cmd.DISTRIBUTION))
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
-    from vmdebootstrap.apt_sources import default_mirror
+    from vmdebootstrap.host.apt_sources import default_mirror
 
     mirror = default_mirror()
     started = time.monotonic()

@@ -14,22 +14,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdebootstrap import bootstrap as bs
-from vmdebootstrap import configure as cf
-from vmdebootstrap import iso, reproducible
-from vmdebootstrap import outputs as out
-from vmdebootstrap.cache import bootstrap_with_cache
-from vmdebootstrap.customise import HookEnv, run_hook
 from vmdebootstrap.diagnose import checkpoint
-from vmdebootstrap.plan import Plan, iso_spec_of
-from vmdebootstrap.resources import (
+from vmdebootstrap.host.resources import (
     chroot_mounts,
     daemons_blocked,
     host_resolv_conf,
     staged_file,
     temp_dir,
 )
-from vmdebootstrap.run import Runner
+from vmdebootstrap.host.run import Runner
+from vmdebootstrap.outputs import files as out
+from vmdebootstrap.outputs import iso
+from vmdebootstrap.plan import Plan, iso_spec_of
+from vmdebootstrap.root import bootstrap as bs
+from vmdebootstrap.root import configure as cf
+from vmdebootstrap.root import reproducible
+from vmdebootstrap.root.cache import bootstrap_with_cache
+from vmdebootstrap.root.hook import HookEnv, run_hook
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -74,7 +75,7 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
 def boot_check(plan: Plan, output: Path) -> None:
     """Log in on the serial console as the first user with a password (or
     root), and check sudo when that user has it."""
-    from vmdebootstrap.boottest import check_output
+    from vmdebootstrap.boot.boottest import check_output
 
     s = plan.settings
     login = next(((v.partition("/")[0], v.partition("/")[2]) for v in s.user
@@ -122,7 +123,7 @@ def configure(ctx: Context) -> None:
 
 
 def build_image(ctx: Context) -> list[Path]:
-    from vmdebootstrap import image
+    from vmdebootstrap.outputs import image
 
     plan, runner = ctx.plan, ctx.runner
     with image.staged_image(plan, runner) as staged:

@@ -15,11 +15,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from vmdebootstrap import __version__
-from vmdebootstrap.config import default_config_files, dump_config, read_config
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError, VmdebootstrapError
-from vmdebootstrap.options import OPTIONS, Kind
-from vmdebootstrap.run import Masker, SubprocessRunner
-from vmdebootstrap.settings import Settings, build_settings
+from vmdebootstrap.host.run import Masker, SubprocessRunner
+from vmdebootstrap.intent.config_files import default_config_files, dump_config, read_config
+from vmdebootstrap.intent.options import OPTIONS, Kind
+from vmdebootstrap.intent.settings import Settings, build_settings
 
 if TYPE_CHECKING:
     from vmdebootstrap.plan import Plan
@@ -153,8 +153,8 @@ def _install_signal_handlers() -> None:
 
 
 def print_plan(plan: object) -> None:
-    from vmdebootstrap.bootstrap import debootstrap_argv, mmdebstrap_argv
     from vmdebootstrap.plan import Plan
+    from vmdebootstrap.root.bootstrap import debootstrap_argv, mmdebstrap_argv
 
     assert isinstance(plan, Plan)
     s = plan.settings

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError, VmdebootstrapError
-from vmdebootstrap.run import CommandError
+from vmdebootstrap.host.run import CommandError
 
 if TYPE_CHECKING:
     from vmdebootstrap.plan import Plan

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.apt_sources import default_mirror
+from vmdebootstrap.host.apt_sources import default_mirror
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "src/vmdebootstrap/examples"
@@ -73,7 +73,7 @@ def session_cache() -> Iterator[Path]:
     """Builds in one test run share a package and root cache, as builds on
     one host do; it is not the host's own cache, and it goes at the end."""
     yield SESSION_CACHE
-    from vmdebootstrap.resources import remove_tree
+    from vmdebootstrap.host.resources import remove_tree
 
     remove_tree(SESSION_CACHE)
 

@@ -21,7 +21,7 @@ from tests.integration.conftest import (
     unsquash_cat,
     vmdebootstrap,
 )
-from vmdebootstrap.passwords import verify_password
+from vmdebootstrap.host.passwords import verify_password
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ import pytest
 
 from tests.integration.conftest import SESSION_CACHE, Run, vmdebootstrap
 from vmdebootstrap import build as build_module
-from vmdebootstrap.passwords import verify_password
+from vmdebootstrap.host.passwords import verify_password
 
 
 def minbase(suite: str = "bookworm") -> tuple[str, ...]:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import resources
-from vmdebootstrap.customise import (
+from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host import resources
+from vmdebootstrap.host.run import SubprocessRunner
+from vmdebootstrap.root.hook import (
     HELPERS,
     POLICY_RC_D,
     SAVED_SOURCES,
@@ -25,8 +27,6 @@ from vmdebootstrap.customise import (
     restore_apt_sources,
     run_hook,
 )
-from vmdebootstrap.errors import BuildError
-from vmdebootstrap.run import SubprocessRunner
 
 pytestmark = [
     pytest.mark.integration,

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ROOT, elf_machine, vmdebootstrap
-from vmdebootstrap import disk
-from vmdebootstrap.boottest import boot_test
+from vmdebootstrap.boot.boottest import boot_test
 from vmdebootstrap.cli import parse
-from vmdebootstrap.run import SubprocessRunner
+from vmdebootstrap.host.run import SubprocessRunner
+from vmdebootstrap.outputs import partitions as disk
 
 GOLDEN = ROOT / "tests/unit/golden"
 CASES = json.loads((GOLDEN / "cases.json").read_text())

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import LiveBuild
-from vmdebootstrap.boottest import boot_test
-from vmdebootstrap.iso import IsoSpec, build_iso, check_iso
-from vmdebootstrap.run import SubprocessRunner
+from vmdebootstrap.boot.boottest import boot_test
+from vmdebootstrap.host.run import SubprocessRunner
+from vmdebootstrap.outputs.iso import IsoSpec, build_iso, check_iso
 
 pytestmark = [
     pytest.mark.integration,

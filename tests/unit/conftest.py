@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import cli, distro, passwords
+from vmdebootstrap import cli
 from vmdebootstrap import plan as plan_module
 from vmdebootstrap.errors import UsageError
+from vmdebootstrap.host import distro, passwords
+from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.plan import Host, Plan, make_plan
-from vmdebootstrap.settings import Settings
 
 MIRROR = "http://mirror.example/debian"
 # 2025-10-01: trixie is stable, forky testing.

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.apt_sources import (
+from vmdebootstrap.errors import UsageError, VmdebootstrapError
+from vmdebootstrap.host.apt_sources import (
     AptSource,
     default_mirror,
     is_debian_archive,
@@ -13,7 +14,6 @@ from vmdebootstrap.apt_sources import (
     parse_one_line,
     read_host_sources,
 )
-from vmdebootstrap.errors import UsageError, VmdebootstrapError
 
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 

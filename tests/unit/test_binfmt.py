@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.binfmt import (
+from vmdebootstrap.errors import UsageError, VmdebootstrapError
+from vmdebootstrap.host.binfmt import (
     BINFMT_DIR,
     QEMU_NAMES,
     VALID_ARCHES,
@@ -19,7 +20,6 @@ from vmdebootstrap.binfmt import (
     read_entry,
     valid_arches,
 )
-from vmdebootstrap.errors import UsageError, VmdebootstrapError
 
 # As the kernel shows /proc/sys/fs/binfmt_misc/qemu-aarch64 on a Debian host.
 AARCH64 = """\

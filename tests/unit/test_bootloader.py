@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from vmdebootstrap import bootloader as bl
-from vmdebootstrap import disk, image
 from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.outputs import bootloaders as bl
+from vmdebootstrap.outputs import image
+from vmdebootstrap.outputs import partitions as disk
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import CommandError, RecordingRunner, Result
 
 U = "0b5e3a6c-1111-4222-8333-444455556666"
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import MIRROR
-from vmdebootstrap import bootstrap as bs
-from vmdebootstrap import resources
-from vmdebootstrap.bootstrap import (
+from vmdebootstrap.host import resources
+from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.plan import Plan
+from vmdebootstrap.root import bootstrap as bs
+from vmdebootstrap.root.bootstrap import (
     debootstrap_argv,
     install_handler,
     mmdebstrap_argv,
     remove_handler,
 )
-from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import CommandError, RecordingRunner, Result
 
 PlanOf = Callable[..., Plan]
 TARBALL = "root.tar.gz"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import bootconsole as bc
-from vmdebootstrap import boottest as bt
+from vmdebootstrap.boot import boottest as bt
+from vmdebootstrap.boot import console as bc
 
 # ---- a fake guest on the serial console -------------------------------------------------
 
@@ -120,7 +120,7 @@ def test_echoed_commands_do_not_count_as_markers() -> None:
 
 
 def test_password_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="vmdebootstrap.boottest")
+    caplog.set_level("DEBUG", logger="vmdebootstrap.boot.boottest")
     guest = FakeGuest([BOOT_NOISE, PROMPT], debian_guest(password="s3cret-pw"))
     run_session(guest, password="s3cret-pw")
     assert "s3cret-pw" not in caplog.text
@@ -515,7 +515,7 @@ def test_qemu_context_kills_on_interrupt() -> None:
 
 
 def test_disk_header_decodes_qcow2_with_qemu_img(tmp_path: Path) -> None:
-    from vmdebootstrap.run import RecordingRunner
+    from vmdebootstrap.host.run import RecordingRunner
 
     image = tmp_path / "d.qcow2"
     image.write_bytes(b"QFI\xfb" + b"\0" * 100)

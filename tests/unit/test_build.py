@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import bootstrap as bs
 from vmdebootstrap import build as build_module
-from vmdebootstrap import configure as cf
-from vmdebootstrap import outputs, resources
 from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host import resources
+from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.outputs import files as outputs
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.root import bootstrap as bs
+from vmdebootstrap.root import configure as cf
 
 PlanOf = Callable[..., Plan]
 Fail = Callable[[list[str]], BaseException | None]

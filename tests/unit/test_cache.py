@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from vmdebootstrap.cache import Cache, CacheKey, explain_miss, make_key
+from vmdebootstrap.host.run import RecordingRunner, Result
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import RecordingRunner, Result
+from vmdebootstrap.root.cache import Cache, CacheKey, explain_miss, make_key
 
 PlanOf = Callable[..., Plan]
 

@@ -15,7 +15,7 @@ from vmdebootstrap import build as build_module
 from vmdebootstrap import cli
 from vmdebootstrap import plan as plan_module
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.options import OPTIONS, Kind
+from vmdebootstrap.intent.options import OPTIONS, Kind
 from vmdebootstrap.plan import Host, Plan, make_plan
 
 RunCli = Callable[..., CliResult]

@@ -10,10 +10,10 @@ import pytest
 
 from tests.unit.conftest import MIRROR, SECRET
 from vmdebootstrap import cli
-from vmdebootstrap.config import default_config_files, dump_config, read_config
 from vmdebootstrap.errors import UsageError
+from vmdebootstrap.intent.config_files import default_config_files, dump_config, read_config
+from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.plan import Host, Plan, make_plan
-from vmdebootstrap.settings import Settings
 
 
 def write(path: Path, text: str) -> Path:

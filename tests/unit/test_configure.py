@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import MIRROR, SECRET
-from vmdebootstrap import configure as cf
-from vmdebootstrap.configure import _edit_shadow
+from vmdebootstrap.host.run import RecordingRunner, Result
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import RecordingRunner, Result
+from vmdebootstrap.root import configure as cf
+from vmdebootstrap.root.configure import _edit_shadow
 
 PlanOf = Callable[..., Plan]
 TARBALL = "root.tar.gz"

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import customise
-from vmdebootstrap.customise import (
+from vmdebootstrap.errors import BuildError, UsageError
+from vmdebootstrap.host.run import CommandError, CommandTimeout, RecordingRunner, Result
+from vmdebootstrap.root import hook as customise
+from vmdebootstrap.root.hook import (
     DAEMON_BLOCK_MARKER,
     HELPERS,
     SAVED_SOURCES,
@@ -26,8 +28,6 @@ from vmdebootstrap.customise import (
     restore_apt_sources,
     run_hook,
 )
-from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.run import CommandError, CommandTimeout, RecordingRunner, Result
 
 ENV = HookEnv(
     arch="amd64",
@@ -137,7 +137,7 @@ def test_find_hook_empty_name(no_examples: Path) -> None:
 def test_shipped_paths() -> None:
     assert HELPERS.is_absolute() and HELPERS.is_file()
     assert customise.EXAMPLES_DIR.is_absolute()
-    assert customise.EXAMPLES_DIR.parent == HELPERS.parent.parent
+    assert customise.EXAMPLES_DIR.parent == HELPERS.parent.parent.parent  # package root
 
 
 # --- environment and running -------------------------------------------------

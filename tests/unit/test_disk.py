@@ -18,11 +18,19 @@ from typing import Any
 import pytest
 
 from tests.unit.conftest import parse
-from vmdebootstrap import disk, image
-from vmdebootstrap.disk import GRAIN, DiskSpec, Layout, LayoutError, MiB, compute_layout
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError
+from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.outputs import image
+from vmdebootstrap.outputs import partitions as disk
+from vmdebootstrap.outputs.partitions import (
+    GRAIN,
+    DiskSpec,
+    Layout,
+    LayoutError,
+    MiB,
+    compute_layout,
+)
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import CommandError, RecordingRunner, Result
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES: dict[str, dict[str, Any]] = json.loads((GOLDEN / "cases.json").read_text())

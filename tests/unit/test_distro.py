@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import RELEASES_CSV
-from vmdebootstrap import distro
-from vmdebootstrap.distro import (
+from vmdebootstrap.errors import UsageError, VmdebootstrapError
+from vmdebootstrap.host import distro
+from vmdebootstrap.host.distro import (
     Release,
     default_distribution,
     is_older_than,
     load_releases,
     resolve,
 )
-from vmdebootstrap.errors import UsageError, VmdebootstrapError
 
 # Same shape as distro-info-data's debian.csv (tail of it).
 CSV = RELEASES_CSV

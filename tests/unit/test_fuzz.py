@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from tests.unit.conftest import CliResult
 from vmdebootstrap import build as build_module
 from vmdebootstrap import cli
-from vmdebootstrap.options import OPTIONS, Kind
-from vmdebootstrap.run import SubprocessRunner
+from vmdebootstrap.host.run import SubprocessRunner
+from vmdebootstrap.intent.options import OPTIONS, Kind
 
 RunCli = Callable[..., CliResult]
 PREFIX = "vmdebootstrap: error: "
@@ -195,7 +195,7 @@ TAIL_LINES = st.lists(st.one_of(
 @st.composite
 def failures(draw: st.DrawFn) -> BaseException:
     from vmdebootstrap.errors import BuildError
-    from vmdebootstrap.run import CommandError
+    from vmdebootstrap.host.run import CommandError
 
     tool = draw(st.sampled_from(["mmdebstrap", "debootstrap", "tar", "/srv/hook.sh",
                                  "chroot", "mksquashfs"]))
@@ -236,7 +236,7 @@ def explained(exc: BaseException, **plan_values: object) -> str:
     from types import SimpleNamespace
 
     from vmdebootstrap.diagnose import explain
-    from vmdebootstrap.settings import Settings
+    from vmdebootstrap.intent.settings import Settings
 
     settings = Settings(**plan_values)  # type: ignore[arg-type]
     plan = SimpleNamespace(settings=settings, mirror="http://mirror.example/debian",
@@ -248,7 +248,7 @@ def explained(exc: BaseException, **plan_values: object) -> str:
 
 
 def mmdebstrap_failed(*tail: str) -> BaseException:
-    from vmdebootstrap.run import CommandError
+    from vmdebootstrap.host.run import CommandError
 
     return CommandError(["mmdebstrap", "--mode=root", "bookworm", "/w/root",
                          "http://mirror.example/debian"], 25, list(tail))
@@ -274,7 +274,7 @@ def test_explain_known_failures(exc: BaseException, says: str) -> None:
 
 
 def test_explain_full_output_directory() -> None:
-    from vmdebootstrap.run import CommandError
+    from vmdebootstrap.host.run import CommandError
 
     exc = CommandError(["tar", "--create", "--file", "/srv/out/.root.tar.x.part"], 2,
                        ["tar: /srv/out/.root.tar.x.part: Wrote only 6144 of 10240 bytes"])
@@ -303,7 +303,7 @@ def test_explain_no_signature_error_when_checks_are_off() -> None:
 def test_explain_leaves_hook_and_unknown_failures_alone() -> None:
     from vmdebootstrap.diagnose import explain
     from vmdebootstrap.errors import BuildError, Interrupted
-    from vmdebootstrap.run import CommandError
+    from vmdebootstrap.host.run import CommandError
 
     hook = CommandError(["/srv/hook.sh", "/w/root"], 1, ["E: Failed to fetch http://x/y"])
     assert explain(hook, None) is None  # the hook's own mirror, not the build's

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import iso, isomenu
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.run import RecordingRunner
+from vmdebootstrap.host.run import RecordingRunner
+from vmdebootstrap.outputs import iso, isomenu
 
 # ---- validation -------------------------------------------------------------------------
 

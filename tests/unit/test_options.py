@@ -8,8 +8,15 @@ import pytest
 
 from vmdebootstrap import cli
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.options import BY_NAME, META_OPTIONS, OPTIONS, Kind, parse_bool, parse_size
-from vmdebootstrap.settings import SECRET_OPTIONS, Settings, build_settings, convert
+from vmdebootstrap.intent.options import (
+    BY_NAME,
+    META_OPTIONS,
+    OPTIONS,
+    Kind,
+    parse_bool,
+    parse_size,
+)
+from vmdebootstrap.intent.settings import SECRET_OPTIONS, Settings, build_settings, convert
 
 # --- the table ---------------------------------------------------------------
 

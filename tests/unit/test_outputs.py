@@ -13,9 +13,10 @@ from typing import NamedTuple
 
 import pytest
 
-from vmdebootstrap import outputs
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.outputs import (
+from vmdebootstrap.host.run import RecordingRunner, Result
+from vmdebootstrap.outputs import files as outputs
+from vmdebootstrap.outputs.files import (
     MIN_SQUASHFS,
     check_free_space,
     find_kernel,
@@ -24,7 +25,6 @@ from vmdebootstrap.outputs import (
     tar_argv,
 )
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import RecordingRunner, Result
 
 PlanOf = Callable[..., Plan]
 ROOT = Path("/srv/build/root")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmdebootstrap import passwords
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.passwords import (
+from vmdebootstrap.host import passwords
+from vmdebootstrap.host.passwords import (
     LibXCrypt,
     PasswordError,
     UserSpec,

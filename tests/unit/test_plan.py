@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.unit.conftest import MIRROR, SECRET, parse
 from vmdebootstrap import plan as plan_module
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.options import OPTIONS, Kind
+from vmdebootstrap.intent.options import OPTIONS, Kind
 from vmdebootstrap.plan import KERNELS, Host, Plan, make_plan
 
 PlanOf = Callable[..., Plan]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.reference import BEGIN, END, option_reference
+from vmdebootstrap.intent.reference import BEGIN, END, option_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def test_readme_option_reference_is_current() -> None:
     block = text[text.index(BEGIN): text.index(END) + len(END)]
     assert block == option_reference(), (
         "README.md's option reference is stale: regenerate it with "
-        "python3 -m vmdebootstrap.reference")
+        "python3 -m vmdebootstrap.intent.reference")
 
 
 def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap import resources
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.resources import (
+from vmdebootstrap.host import resources
+from vmdebootstrap.host.resources import (
     POLICY_RC_D,
     daemons_blocked,
     host_resolv_conf,
@@ -29,7 +29,7 @@ from vmdebootstrap.resources import (
     temp_dir,
     unmount_under,
 )
-from vmdebootstrap.run import RecordingRunner, Result
+from vmdebootstrap.host.run import RecordingRunner, Result
 
 # The shape of /proc/self/mountinfo on a Debian host while a build runs in
 # "/srv/build dir" (a space, escaped as \040 by the kernel).

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.run import (
+from vmdebootstrap.host.run import (
     TAIL_LINES,
     CommandError,
     CommandTimeout,

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from vmdebootstrap import apt_sources, binfmt, distro, iso
-from vmdebootstrap.bootloader import bootloader_packages
-from vmdebootstrap.customise import find_hook
-from vmdebootstrap.disk import DiskSpec, layout_problems
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.passwords import UserSpec, hash_password, parse_user
-from vmdebootstrap.settings import Settings
+from vmdebootstrap.host import apt_sources, binfmt, distro
+from vmdebootstrap.host.passwords import UserSpec, hash_password, parse_user
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.outputs import iso
+from vmdebootstrap.outputs.bootloaders import bootloader_packages
+from vmdebootstrap.outputs.partitions import DiskSpec, layout_problems
+from vmdebootstrap.root.hook import find_hook
 
 KERNELS = {
     "amd64": "linux-image-amd64",

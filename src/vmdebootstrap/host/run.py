@@ -25,7 +25,7 @@ from typing import IO, Protocol
 
 from vmdebootstrap.errors import BuildError
 
-log = logging.getLogger("vmdebootstrap.run")
+log = logging.getLogger("vmdebootstrap.host.run")
 
 TAIL_LINES = 25
 # How long output may stay open after a command exited: a process it left in

@@ -16,10 +16,10 @@ import logging
 import os
 import re
 
-from vmdebootstrap.cache import fetch_release
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.passwords import UserSpec, hash_password, parse_user
+from vmdebootstrap.host.passwords import UserSpec, hash_password, parse_user
 from vmdebootstrap.plan import Plan
+from vmdebootstrap.root.cache import fetch_release
 
 log = logging.getLogger("vmdebootstrap")
 

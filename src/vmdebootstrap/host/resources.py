@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.run import Runner, signals_held
+from vmdebootstrap.host.run import Runner, signals_held
 
 log = logging.getLogger("vmdebootstrap")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.run import Runner
+from vmdebootstrap.host.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 

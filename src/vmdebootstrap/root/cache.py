@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap import __version__
-from vmdebootstrap.bootstrap import bootstrap, remove_handler
 from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host.run import Runner
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import Runner
+from vmdebootstrap.root.bootstrap import bootstrap, remove_handler
 
 log = logging.getLogger("vmdebootstrap")
 

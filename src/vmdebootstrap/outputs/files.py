@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host.resources import staged_file
+from vmdebootstrap.host.run import Runner
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.resources import staged_file
-from vmdebootstrap.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 

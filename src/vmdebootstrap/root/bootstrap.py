@@ -11,10 +11,10 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmdebootstrap.chroot import chroot_argv
+from vmdebootstrap.host.chroot import chroot_argv
+from vmdebootstrap.host.resources import chroot_mounts, daemons_blocked
+from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.resources import chroot_mounts, daemons_blocked
-from vmdebootstrap.run import CommandError, Runner
 
 log = logging.getLogger("vmdebootstrap")
 

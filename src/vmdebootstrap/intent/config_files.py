@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.options import BY_NAME, OPTIONS, Kind
-from vmdebootstrap.settings import SECRET_OPTIONS, Settings
+from vmdebootstrap.intent.options import BY_NAME, OPTIONS, Kind
+from vmdebootstrap.intent.settings import SECRET_OPTIONS, Settings
 
 SECTION = "config"
 

@@ -18,9 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdebootstrap.chroot import chroot_argv
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.run import Runner
+from vmdebootstrap.host.chroot import chroot_argv
+from vmdebootstrap.host.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 

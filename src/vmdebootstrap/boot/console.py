@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from vmdebootstrap.run import Masker
+from vmdebootstrap.host.run import Masker
 
-log = logging.getLogger("vmdebootstrap.boottest")
+log = logging.getLogger("vmdebootstrap.boot.boottest")
 
 
 class ConsoleClosed(Exception):

@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmdebootstrap import isomenu
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.run import Runner
+from vmdebootstrap.host.run import Runner
+from vmdebootstrap.outputs import isomenu
 
-log = logging.getLogger("vmdebootstrap.iso")
+log = logging.getLogger("vmdebootstrap.outputs.iso")
 
 ISOLINUX_DIR = Path("/usr/lib/ISOLINUX")
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")

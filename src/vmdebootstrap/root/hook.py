@@ -18,15 +18,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdebootstrap import resources
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.run import CommandError, CommandTimeout, Runner
+from vmdebootstrap.host import resources
+from vmdebootstrap.host.run import CommandError, CommandTimeout, Runner
 
 log = logging.getLogger("vmdebootstrap")
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-HELPERS: Path = _PACKAGE_DIR / "helpers" / "customise.sh"
-EXAMPLES_DIR: Path = _PACKAGE_DIR / "examples"
+_HERE = Path(__file__).resolve().parent
+HELPERS: Path = _HERE / "helpers" / "customise.sh"
+EXAMPLES_DIR: Path = _HERE.parent / "examples"
 
 # prepare_apt_source in the helpers creates this directory and
 # replace_apt_source removes it, so its presence means the build source is

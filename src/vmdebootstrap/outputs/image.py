@@ -21,18 +21,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmdebootstrap import bootloader as bl
-from vmdebootstrap import disk
 from vmdebootstrap.errors import BuildError, Interrupted
-from vmdebootstrap.plan import Plan
-from vmdebootstrap.resources import (
+from vmdebootstrap.host.resources import (
     chroot_mounts,
     daemons_blocked,
     mounted,
     remove_tree,
 )
-from vmdebootstrap.run import CommandError, Runner
-from vmdebootstrap.settings import Settings
+from vmdebootstrap.host.run import CommandError, Runner
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.outputs import bootloaders as bl
+from vmdebootstrap.outputs import partitions as disk
+from vmdebootstrap.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -139,7 +139,7 @@ def _mount_boot_later(plan: Plan) -> bool:
     the ESP are mounted after the bootstrap and what it put there is moved over."""
     if plan.bootstrap_tool != "mmdebstrap":
         return False
-    from vmdebootstrap.bootstrap import mmdebstrap_argv
+    from vmdebootstrap.root.bootstrap import mmdebstrap_argv
 
     argv = mmdebstrap_argv(plan, Path("root"))
     return not any(a.startswith("--skip") and "check/empty" in a for a in argv)

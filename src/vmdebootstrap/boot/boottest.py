@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
 
-from vmdebootstrap.bootconsole import (
+from vmdebootstrap.boot.console import (
     FATAL,
     LOGIN,
     BootFailed,
@@ -43,9 +43,9 @@ from vmdebootstrap.bootconsole import (
     login_and_run,
 )
 from vmdebootstrap.errors import VmdebootstrapError
-from vmdebootstrap.run import Masker, Runner, SubprocessRunner
+from vmdebootstrap.host.run import Masker, Runner, SubprocessRunner
 
-log = logging.getLogger("vmdebootstrap.boottest")
+log = logging.getLogger("vmdebootstrap.boot.boottest")
 
 QEMU_BINARIES = {"amd64": "qemu-system-x86_64", "i386": "qemu-system-i386",
                  "arm64": "qemu-system-aarch64"}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.options import BY_NAME, OPTIONS, Kind, parse_bool, parse_size
+from vmdebootstrap.intent.options import BY_NAME, OPTIONS, Kind, parse_bool, parse_size
 
 
 @dataclass(frozen=True)

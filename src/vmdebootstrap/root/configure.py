@@ -11,10 +11,10 @@ import logging
 import os
 from pathlib import Path
 
-from vmdebootstrap.chroot import chroot_argv
-from vmdebootstrap.options import BY_NAME
+from vmdebootstrap.host.chroot import chroot_argv
+from vmdebootstrap.host.run import Runner
+from vmdebootstrap.intent.options import BY_NAME
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 

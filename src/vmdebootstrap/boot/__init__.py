@@ -1,0 +1,1 @@
+"""The boot proof: QEMU boot test and its serial console."""

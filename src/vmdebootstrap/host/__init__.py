@@ -1,0 +1,1 @@
+"""The build host: command runner, mounts, binfmt, apt sources, distro facts, passwords."""

@@ -1,0 +1,1 @@
+"""The user's intent: the option table, frozen settings, config files."""

@@ -1,0 +1,1 @@
+"""Outputs written from a finished root: the one publish step, files, ISO, disk image."""

@@ -1,0 +1,1 @@
+"""The root filesystem: bootstrap, cache, configuration, the customisation hook, reproducibility."""
