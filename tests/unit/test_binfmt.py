@@ -68,6 +68,13 @@ def test_host_arch_of_this_machine() -> None:
     assert host_arch() in VALID_ARCHES
 
 
+def test_host_arch_is_the_one_the_boot_test_uses() -> None:
+    from vmdebootstrap.boot import boottest, qemu
+
+    assert boottest.host_arch is host_arch
+    assert qemu.host_arch is host_arch
+
+
 def test_native_arches() -> None:
     assert native_arches("amd64") == {"amd64", "i386"}
     assert native_arches("arm64") == {"arm64", "armhf", "armel"}

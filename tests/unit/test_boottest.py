@@ -6,16 +6,22 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
 from vmdebootstrap.boot import boottest as bt
 from vmdebootstrap.boot import console as bc
+from vmdebootstrap.boot import media, qemu
+from vmdebootstrap.host.binfmt import host_arch
 
 # ---- a fake guest on the serial console -------------------------------------------------
 
@@ -263,54 +269,54 @@ def gpt_disk(esp: bool, boot_code: bool) -> bytes:
     linux = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4").bytes_le
     disk[1024:1040] = linux
     if esp:
-        disk[1024 + 128:1024 + 144] = bt.ESP_TYPE_GUID
+        disk[1024 + 128:1024 + 144] = media.ESP_TYPE_GUID
     return bytes(disk)
 
 
 def test_detect_media() -> None:
-    assert bt.detect_media(Path("x.iso"), b"\0" * 64) == "iso"
-    assert bt.detect_media(Path("X.ISO"), b"\0" * 64) == "iso"
-    assert bt.detect_media(Path("x.img"), b"\0" * 64) == "raw"
-    assert bt.detect_media(Path("x.img"), b"QFI\xfb" + b"\0" * 60) == "qcow2"
-    assert bt.detect_media(Path("x.qcow2"), b"QFI\xfb") == "qcow2"
+    assert media.detect_media(Path("x.iso"), b"\0" * 64) == "iso"
+    assert media.detect_media(Path("X.ISO"), b"\0" * 64) == "iso"
+    assert media.detect_media(Path("x.img"), b"\0" * 64) == "raw"
+    assert media.detect_media(Path("x.img"), b"QFI\xfb" + b"\0" * 60) == "qcow2"
+    assert media.detect_media(Path("x.qcow2"), b"QFI\xfb") == "qcow2"
 
 
 def test_disk_firmwares() -> None:
-    assert bt.disk_firmwares(b"") == ["bios"]
-    assert bt.disk_firmwares(bytes(mbr([0x83], boot_code=True))) == ["bios"]
-    assert bt.disk_firmwares(bytes(mbr([0xEF, 0x83], boot_code=False))) == ["uefi"]
-    assert bt.disk_firmwares(gpt_disk(esp=True, boot_code=False)) == ["uefi"]
-    assert bt.disk_firmwares(gpt_disk(esp=True, boot_code=True)) == ["bios", "uefi"]
-    assert bt.disk_firmwares(gpt_disk(esp=False, boot_code=True)) == ["bios"]
+    assert media.disk_firmwares(b"") == ["bios"]
+    assert media.disk_firmwares(bytes(mbr([0x83], boot_code=True))) == ["bios"]
+    assert media.disk_firmwares(bytes(mbr([0xEF, 0x83], boot_code=False))) == ["uefi"]
+    assert media.disk_firmwares(gpt_disk(esp=True, boot_code=False)) == ["uefi"]
+    assert media.disk_firmwares(gpt_disk(esp=True, boot_code=True)) == ["bios", "uefi"]
+    assert media.disk_firmwares(gpt_disk(esp=False, boot_code=True)) == ["bios"]
     # a hybrid ISO written to a disk: isohybrid MBR code plus an 0xEF partition
-    assert bt.disk_firmwares(bytes(mbr([0x00, 0xEF], boot_code=True))) == ["bios", "uefi"]
+    assert media.disk_firmwares(bytes(mbr([0x00, 0xEF], boot_code=True))) == ["bios", "uefi"]
 
 
 def test_default_firmwares() -> None:
-    assert bt.default_firmwares("iso", "amd64", b"") == ["bios", "uefi"]
-    assert bt.default_firmwares("iso", "arm64", b"") == ["uefi"]
-    assert bt.default_firmwares("raw", "amd64", b"") == ["bios"]
+    assert media.default_firmwares("iso", "amd64", b"") == ["bios", "uefi"]
+    assert media.default_firmwares("iso", "arm64", b"") == ["uefi"]
+    assert media.default_firmwares("raw", "amd64", b"") == ["bios"]
 
 
 def test_find_uefi_firmware_prefers_split_4m() -> None:
     present = {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
                "/usr/share/ovmf/OVMF.fd"}
-    assert bt.find_uefi_firmware("amd64", present.__contains__) == (
+    assert qemu.find_uefi_firmware("amd64", present.__contains__) == (
         "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
-    assert bt.find_uefi_firmware("amd64", {"/usr/share/ovmf/OVMF.fd"}.__contains__) == (
+    assert qemu.find_uefi_firmware("amd64", {"/usr/share/ovmf/OVMF.fd"}.__contains__) == (
         "/usr/share/ovmf/OVMF.fd", None)
-    assert bt.find_uefi_firmware("arm64", set().__contains__) is None
+    assert qemu.find_uefi_firmware("arm64", set().__contains__) is None
 
 
-def _plan(**kw: object) -> bt.QemuPlan:
+def _plan(**kw: object) -> qemu.QemuPlan:
     base: dict[str, object] = {"arch": "amd64", "firmware": "bios", "accel": "tcg",
                                "media": "iso", "image": Path("/i/live.iso")}
     base.update(kw)
-    return bt.QemuPlan(**base)  # type: ignore[arg-type]
+    return qemu.QemuPlan(**base)  # type: ignore[arg-type]
 
 
 def test_qemu_argv_bios_iso() -> None:
-    argv = bt.qemu_argv(_plan())
+    argv = qemu.qemu_argv(_plan())
     line = " ".join(argv)
     assert argv[0] == "qemu-system-x86_64"
     assert "-accel tcg,thread=multi -cpu max" in line
@@ -322,7 +328,7 @@ def test_qemu_argv_bios_iso() -> None:
 
 
 def test_qemu_argv_uefi_disk_split_firmware() -> None:
-    argv = bt.qemu_argv(_plan(firmware="uefi", media="raw", image=Path("/i/d,1.img"),
+    argv = qemu.qemu_argv(_plan(firmware="uefi", media="raw", image=Path("/i/d,1.img"),
                               accel="kvm", uefi_code="/usr/share/OVMF/OVMF_CODE_4M.fd",
                               uefi_vars=Path("/t/vars.fd")))
     line = " ".join(argv)
@@ -334,7 +340,7 @@ def test_qemu_argv_uefi_disk_split_firmware() -> None:
 
 
 def test_qemu_argv_uefi_combined_firmware_and_qcow2() -> None:
-    argv = bt.qemu_argv(_plan(firmware="uefi", media="qcow2", image=Path("/i/d.qcow2"),
+    argv = qemu.qemu_argv(_plan(firmware="uefi", media="qcow2", image=Path("/i/d.qcow2"),
                               uefi_vars=Path("/t/OVMF.fd")))
     line = " ".join(argv)
     assert "-drive if=pflash,format=raw,unit=0,file=/t/OVMF.fd" in line
@@ -343,32 +349,32 @@ def test_qemu_argv_uefi_combined_firmware_and_qcow2() -> None:
 
 
 def test_qemu_argv_i386_and_arm64() -> None:
-    assert bt.qemu_argv(_plan(arch="i386"))[0] == "qemu-system-i386"
-    argv = bt.qemu_argv(_plan(arch="arm64", firmware="uefi", uefi_code="/A/CODE.fd",
+    assert qemu.qemu_argv(_plan(arch="i386"))[0] == "qemu-system-i386"
+    argv = qemu.qemu_argv(_plan(arch="arm64", firmware="uefi", uefi_code="/A/CODE.fd",
                               uefi_vars=Path("/t/v.fd")))
     assert argv[0] == "qemu-system-aarch64"
     assert argv[argv.index("-machine") + 1] == "virt"
     assert "scsi-cd,drive=cd0" in argv
     with pytest.raises(bt.BootTestError, match="UEFI"):
-        bt.qemu_argv(_plan(arch="arm64"))
+        qemu.qemu_argv(_plan(arch="arm64"))
 
 
 def test_qemu_argv_uefi_needs_vars() -> None:
     with pytest.raises(bt.BootTestError):
-        bt.qemu_argv(_plan(firmware="uefi"))
+        qemu.qemu_argv(_plan(firmware="uefi"))
 
 
 def test_password_never_in_qemu_argv() -> None:
-    argv = bt.qemu_argv(_plan(firmware="uefi", uefi_code="/c", uefi_vars=Path("/v")))
+    argv = qemu.qemu_argv(_plan(firmware="uefi", uefi_code="/c", uefi_vars=Path("/v")))
     assert not any(a == "live" or "PASSWORD" in a for a in argv)
 
 
 def test_probe_argv() -> None:
-    uefi = bt.probe_argv("amd64", ("/c.fd", "/v.fd"), Path("/t/v.fd"))
+    uefi = qemu.probe_argv("amd64", ("/c.fd", "/v.fd"), Path("/t/v.fd"))
     assert "-accel" in uefi and uefi[uefi.index("-accel") + 1] == "kvm"
     assert any("pflash" in a for a in uefi)
     assert not any("cdrom" in a or "virtio" in a for a in uefi)
-    seabios = bt.probe_argv("amd64", None, Path("/t/v.fd"))
+    seabios = qemu.probe_argv("amd64", None, Path("/t/v.fd"))
     assert "isa-debugcon,iobase=0x402,chardev=dbg" in seabios
 
 
@@ -377,14 +383,14 @@ def test_probe_argv() -> None:
 
 @pytest.fixture(autouse=True)
 def _clear_kvm_cache() -> None:
-    bt._KVM_CACHE.clear()
+    qemu._KVM_CACHE.clear()
 
 
 def test_accel_forced() -> None:
-    assert bt.choose_accel("tcg", "amd64", probe=lambda a: pytest.fail("probed")) == "tcg"
-    assert bt.choose_accel("kvm", "amd64", probe=lambda a: pytest.fail("probed")) == "kvm"
+    assert qemu.choose_accel("tcg", "amd64", probe=lambda a: pytest.fail("probed")) == "tcg"
+    assert qemu.choose_accel("kvm", "amd64", probe=lambda a: pytest.fail("probed")) == "kvm"
     with pytest.raises(bt.BootTestError):
-        bt.choose_accel("hax", "amd64")
+        qemu.choose_accel("hax", "amd64")
 
 
 def test_accel_auto_uses_probe_result_and_caches_it() -> None:
@@ -395,24 +401,41 @@ def test_accel_auto_uses_probe_result_and_caches_it() -> None:
         return False
 
     kw = {"host": "amd64", "kvm_device_ok": True, "probe": probe}
-    assert bt.choose_accel("auto", "amd64", **kw) == "tcg"  # type: ignore[arg-type]
-    assert bt.choose_accel("auto", "amd64", **kw) == "tcg"  # type: ignore[arg-type]
+    assert qemu.choose_accel("auto", "amd64", **kw) == "tcg"  # type: ignore[arg-type]
+    assert qemu.choose_accel("auto", "amd64", **kw) == "tcg"  # type: ignore[arg-type]
     assert calls == ["amd64"]
-    bt._KVM_CACHE.clear()
-    assert bt.choose_accel("auto", "amd64", host="amd64", kvm_device_ok=True,
+    qemu._KVM_CACHE.clear()
+    assert qemu.choose_accel("auto", "amd64", host="amd64", kvm_device_ok=True,
                            probe=lambda a: True) == "kvm"
 
 
 def test_accel_auto_without_kvm_device_or_foreign_arch_does_not_probe() -> None:
     never: Callable[[str], bool] = lambda a: pytest.fail("probed")  # noqa: E731
-    assert bt.choose_accel("auto", "amd64", host="amd64", kvm_device_ok=False,
+    assert qemu.choose_accel("auto", "amd64", host="amd64", kvm_device_ok=False,
                            probe=never) == "tcg"
-    assert bt.choose_accel("auto", "arm64", host="amd64", kvm_device_ok=True,
+    assert qemu.choose_accel("auto", "arm64", host="amd64", kvm_device_ok=True,
                            probe=never) == "tcg"
-    assert bt.kvm_candidate("i386", "amd64", True)
+    assert qemu.kvm_candidate("i386", "amd64", True)
 
 
 # ---- options and main -------------------------------------------------------------------
+
+
+def test_serial_console_per_arch() -> None:
+    assert qemu.serial_console("amd64") == "ttyS0"
+    assert qemu.serial_console("i386") == "ttyS0"
+    assert qemu.serial_console("arm64") == "ttyAMA0"
+    assert set(qemu.SERIAL_CONSOLES) == set(qemu.QEMU_BINARIES)
+
+
+@pytest.mark.parametrize(("arch", "tty"), [("amd64", "ttyS0"), ("arm64", "ttyAMA0")])
+def test_no_login_prompt_names_the_serial_console(arch: str, tty: str) -> None:
+    con = FakeGuest([BOOT_NOISE], debian_guest()).console()
+    report = bt.BootReport("uefi", "tcg", None, "", False)
+    bt._converse(con, report, arch=arch, user=None, password=None, command=None,
+                 started=time.monotonic(), timeout=30)
+    assert not report.ok
+    assert report.error == f"no login prompt on {tty}"
 
 
 def test_parse_user() -> None:
@@ -437,7 +460,7 @@ def test_parse_args_defaults() -> None:
     assert args.file == Path("x.iso")
     assert args.firmware is None and args.accel == "auto"
     assert args.timeout == 600 and args.memory == 1024
-    assert args.arch == bt.host_arch() or args.arch in bt.QEMU_BINARIES
+    assert args.arch == host_arch() or args.arch in qemu.QEMU_BINARIES
     args = bt.parse_args(["d.img", "--firmware", "uefi", "--user", "u/p", "--accel", "tcg",
                           "--command", "true", "-v", "--timeout", "30", "--media", "raw"])
     assert (args.firmware, args.user, args.accel, args.command, args.verbose,
@@ -446,9 +469,24 @@ def test_parse_args_defaults() -> None:
         bt.parse_args(["x.iso", "--firmware", "coreboot"])
 
 
+def test_unknown_host_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "vax")
+    assert bt.parse_args(["x.iso"]).arch is None
+    assert qemu.choose_accel("auto", "amd64", kvm_device_ok=True,
+                             probe=lambda a: pytest.fail("probed")) == "tcg"
+    image = tmp_path / "live.iso"
+    image.write_bytes(b"\0" * 4096)
+    assert bt.main([str(image)]) == 1
+    assert "unknown host machine type 'vax'" in capsys.readouterr().err
+
+
 def test_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
     assert bt.main([str(tmp_path / "nope.iso")]) == 1
     assert "does not exist" in capsys.readouterr().err
+    # the handlers main installed are gone again
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 def test_main_boots_each_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -490,7 +528,7 @@ def test_boot_test_rejects_bad_input(tmp_path: Path) -> None:
 
 def test_qemu_context_kills_whole_process_group() -> None:
     pidfile_cmd = ["sh", "-c", "sleep 300 & echo $!; exec sleep 300"]
-    with bt._qemu(pidfile_cmd) as proc:
+    with qemu.qemu_running(pidfile_cmd) as proc:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
     assert proc.poll() is not None
@@ -509,7 +547,7 @@ def test_qemu_context_kills_whole_process_group() -> None:
 
 
 def test_qemu_context_kills_on_interrupt() -> None:
-    with pytest.raises(KeyboardInterrupt), bt._qemu(["sleep", "300"]) as proc:
+    with pytest.raises(KeyboardInterrupt), qemu.qemu_running(["sleep", "300"]) as proc:
         raise KeyboardInterrupt
     assert proc.poll() is not None
 
@@ -520,12 +558,117 @@ def test_disk_header_decodes_qcow2_with_qemu_img(tmp_path: Path) -> None:
     image = tmp_path / "d.qcow2"
     image.write_bytes(b"QFI\xfb" + b"\0" * 100)
     runner = RecordingRunner()
-    if bt.shutil.which("qemu-img") is None:
+    if shutil.which("qemu-img") is None:
         pytest.skip("qemu-img is not installed")
-    assert bt.disk_header(image, "qcow2", runner) == b""
+    assert media.disk_header(image, "qcow2", runner) == b""
     argv = runner.calls[0]
     assert argv[:6] == ["qemu-img", "dd", "-f", "qcow2", "-O", "raw"]
     assert f"if={image}" in argv
     raw = tmp_path / "d.img"
     raw.write_bytes(b"\x55" * 10)
-    assert bt.disk_header(raw, "raw", runner) == b"\x55" * 10
+    assert media.disk_header(raw, "raw", runner) == b"\x55" * 10
+
+
+def test_qemu_context_kills_when_a_signal_arrives_while_it_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    class Hup(Exception):
+        pass
+
+    def raise_hup(signum: int, frame: FrameType | None) -> None:
+        raise Hup
+
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: object, **kw: object) -> subprocess.Popen[bytes]:
+        proc = real_popen(*args, **kw)  # type: ignore[call-overload]
+        started.append(proc)
+        os.kill(os.getpid(), signal.SIGHUP)  # before Popen has even returned
+        time.sleep(0.01)
+        return proc
+
+    monkeypatch.setattr(qemu.subprocess, "Popen", popen)
+    old = signal.signal(signal.SIGHUP, raise_hup)
+    try:
+        with pytest.raises(Hup), qemu.qemu_running(["sleep", "300"]):
+            pytest.fail("the signal should have stopped the boot before it began")
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert len(started) == 1 and started[0].poll() is not None
+
+
+def test_scratch_dir_is_removed_on_interrupt() -> None:
+    with pytest.raises(KeyboardInterrupt), qemu.scratch_dir() as tmp:
+        (tmp / "efivars.fd").write_bytes(b"vars")
+        raise KeyboardInterrupt
+    assert not tmp.exists()
+
+
+# ---- the command line stops cleanly on SIGINT, SIGTERM and SIGHUP -------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.fixture
+def fake_qemu(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """An environment whose qemu-system-x86_64 writes its pid and a
+    background child's pid to a file, then waits; and that file."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    pids = tmp_path / "qemu.pids"
+    qemu_bin = bindir / "qemu-system-x86_64"
+    qemu_bin.write_text(f"#!/bin/sh\nsleep 300 &\necho $$ $! > {pids}.new\n"
+                        f"mv {pids}.new {pids}\nwait\n")
+    qemu_bin.chmod(0o755)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    src = Path(bt.__file__).parents[2]
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               TMPDIR=str(scratch), PYTHONPATH=str(src))
+    yield env, pids
+    if pids.exists():  # never leave a sleeper behind, whatever the test said
+        for pid in pids.read_text().split():
+            if _alive(int(pid)):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.parametrize(("sig", "status"), [
+    (signal.SIGHUP, 129), (signal.SIGTERM, 143), (signal.SIGINT, 130),
+])
+def test_signal_to_boottest_stops_qemu_and_exits_128_plus_signal(
+        tmp_path: Path, fake_qemu: tuple[dict[str, str], Path],
+        sig: signal.Signals, status: int) -> None:
+    env, pids_file = fake_qemu
+    image = tmp_path / "live.iso"
+    image.write_bytes(b"\0" * 4096)
+    code = "import sys; from vmdebootstrap.boot.boottest import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(image), "--arch", "amd64", "--firmware", "bios",
+         "--accel", "tcg", "--timeout", "120"],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not pids_file.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the fake QEMU never started"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, err
+    assert b"interrupted" in err
+    pids = [int(p) for p in pids_file.read_text().split()]
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids), "QEMU or its child survived"
+    assert list((tmp_path / "tmp").iterdir()) == []  # the scratch directory is gone

@@ -14,6 +14,7 @@ from vmdebootstrap.host.passwords import (
     UserSpec,
     hash_password,
     parse_user,
+    split_user,
     verify_password,
 )
 
@@ -128,6 +129,19 @@ def test_crypt_returning_null() -> None:
 
 
 # --- --user NAME/PASSWORD --------------------------------------------------
+
+@pytest.mark.parametrize(("value", "split"), [
+    ("alice/pw", ("alice", "pw")),
+    ("bob/a/b//c", ("bob", "a/b//c")),
+    ("carol/", ("carol", "")),
+    ("dave", ("dave", "")),
+    ("/pw", ("", "pw")),
+    ("", ("", "")),
+])
+def test_split_user_splits_at_the_first_slash(value: str, split: tuple[str, str]) -> None:
+    assert split_user(value) == split
+
+
 
 def test_parse_user_hashes_password() -> None:
     spec = parse_user(f"alice/{SECRET}")

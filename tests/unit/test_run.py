@@ -9,14 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host.run import (
+    STOP_SIGNALS,
     TAIL_LINES,
     CommandError,
     CommandTimeout,
@@ -25,7 +29,9 @@ from vmdebootstrap.host.run import (
     Result,
     SubprocessRunner,
     base_env,
-    which,
+    format_tail,
+    kill_group,
+    signals_held,
 )
 
 SECRET = "Sekr1t-pa55word"
@@ -109,6 +115,14 @@ def test_what_prefixes_the_message() -> None:
         SubprocessRunner().run(sh("exit 2"), what="installing packages failed")
     assert str(info.value) == ("installing packages failed: command \"sh -c 'exit 2'\" "
                                "exited with status 2")
+
+
+def test_format_tail_indents_each_line() -> None:
+    assert format_tail(["a", "b"]) == "    a\n    b"
+    assert format_tail(["x"], indent="  ") == "  x"
+    assert format_tail([]) == ""
+    err = CommandError(["false"], 1, ["one", "two"])
+    assert str(err).endswith("last output:\n" + format_tail(["one", "two"]))
 
 
 def test_killed_by_signal_is_reported_as_such() -> None:
@@ -302,6 +316,14 @@ def _wait_dead(pids: list[int], seconds: float = 5) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
+def _wait_lines(path: Path, count: int, seconds: float = 10) -> None:
+    """Until ``path`` holds ``count`` complete lines (a script's pids)."""
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.read_text().count("\n") >= count):
+        assert time.monotonic() < deadline, f"{path} never got {count} lines"
+        time.sleep(0.02)
+
+
 def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     pids_file = tmp_path / "pids"
     script = (f"sleep 100 & echo $! > {pids_file}; sleep 100 & echo $! >> {pids_file}; "
@@ -331,7 +353,7 @@ def test_no_timeout_when_fast_enough() -> None:
     assert SubprocessRunner().run(["true"], timeout=30).returncode == 0
 
 
-# --- RecordingRunner and which ----------------------------------------------------
+# --- RecordingRunner ----------------------------------------------------
 
 
 def test_recording_runner_records_and_answers(tmp_path: Path) -> None:
@@ -345,5 +367,132 @@ def test_recording_runner_records_and_answers(tmp_path: Path) -> None:
     assert runner.commands()[1] == "/usr/bin/dpkg-query -W"
 
 
-def test_which_lists_missing_tools() -> None:
-    assert which(["sh", "vmdebootstrap-no-such-tool"]) == ["vmdebootstrap-no-such-tool"]
+def test_kill_group_stops_the_group_and_reaps_the_leader(tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    proc = subprocess.Popen(sh(f"sleep 100 & echo $! > {pids_file}; exec sleep 100"),
+                            start_new_session=True)
+    _wait_lines(pids_file, 1)
+    kill_group(proc, grace=2)
+    assert proc.returncode == -signal.SIGTERM
+    assert _wait_dead([int(pids_file.read_text())]) == []
+    kill_group(proc, grace=2)  # a group already gone is no error
+
+
+def test_kill_group_sigkills_what_ignores_sigterm() -> None:
+    proc = subprocess.Popen(sh("trap '' TERM; echo ready; while :; do sleep 0.05; done"),
+                            stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    started = time.monotonic()
+    kill_group(proc, grace=0.3)
+    proc.stdout.close()
+    assert proc.wait(5) == -signal.SIGKILL
+    assert time.monotonic() - started < 5
+
+
+# --- signals ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def handlers() -> Iterator[dict[int, list[int]]]:
+    """A recording handler for each stop signal, the old ones restored after."""
+    seen: dict[int, list[int]] = {int(sig): [] for sig in STOP_SIGNALS}
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        seen[signum].append(signum)
+
+    saved = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield seen
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _deliver(sig: int) -> None:
+    os.kill(os.getpid(), sig)
+    time.sleep(0.01)  # Python runs handlers between bytecodes; give it some
+
+
+def test_stop_signals_include_sighup() -> None:
+    assert set(STOP_SIGNALS) == {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT])
+def test_signals_held_defers_each_stop_signal(handlers: dict[int, list[int]],
+                                              sig: signal.Signals) -> None:
+    with signals_held():
+        _deliver(sig)
+        assert handlers[sig] == []
+    assert handlers[sig] == [sig]
+    _deliver(sig)
+    assert handlers[sig] == [sig, sig]  # the handler is back in place
+
+
+def test_signals_held_raises_the_handlers_exception_at_the_end() -> None:
+    class Hup(Exception):
+        pass
+
+    def raise_hup(signum: int, frame: FrameType | None) -> None:
+        raise Hup
+
+    old = signal.signal(signal.SIGHUP, raise_hup)
+    done = []
+    try:
+        with pytest.raises(Hup), signals_held():
+            _deliver(signal.SIGHUP)
+            done.append("whole")
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert done == ["whole"]
+
+
+def test_signals_held_leaves_an_ignored_signal_ignored() -> None:
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with signals_held():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            _deliver(signal.SIGHUP)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, old)
+
+
+def test_signals_held_does_nothing_off_the_main_thread(handlers: dict[int, list[int]]) -> None:
+    seen: list[object] = []
+
+    def body() -> None:
+        with signals_held():
+            seen.append(signal.getsignal(signal.SIGHUP))
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen == [signal.getsignal(signal.SIGHUP)]
+
+
+def test_sighup_while_running_stops_the_child(tmp_path: Path) -> None:
+    class Hup(Exception):
+        pass
+
+    def raise_hup(signum: int, frame: FrameType | None) -> None:
+        raise Hup
+
+    pids_file = tmp_path / "pids"
+    script = f"sleep 100 & echo $! > {pids_file}; echo $$ >> {pids_file}; wait"
+    old = signal.signal(signal.SIGHUP, raise_hup)
+
+    def hang_up() -> None:
+        _wait_lines(pids_file, 2)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    sender = threading.Thread(target=hang_up, daemon=True)
+    try:
+        sender.start()
+        with pytest.raises(Hup):
+            SubprocessRunner().run(sh(script), timeout=30)
+    finally:
+        sender.join(10)
+        signal.signal(signal.SIGHUP, old)
+    pids = [int(p) for p in pids_file.read_text().split()]
+    assert len(pids) == 2
+    assert _wait_dead(pids) == []

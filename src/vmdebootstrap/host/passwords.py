@@ -171,10 +171,18 @@ def check_user_name(name: str) -> None:
             f"ending in '$', at most {USER_NAME_MAX} characters")
 
 
+def split_user(value: str) -> tuple[str, str]:
+    """'NAME/PASSWORD' -> (NAME, PASSWORD), split at the first '/' (a password
+    may contain '/').  Without a '/' the password is empty: a caller that must
+    tell 'NAME' from 'NAME/' looks for the '/' itself."""
+    name, _, password = value.partition("/")
+    return name, password
+
+
 def parse_user(value: str, hasher: Callable[[str], str] = hash_password) -> UserSpec:
     """Parse --user NAME/PASSWORD; errors name the option but never show the password."""
-    name, slash, password = value.partition("/")
-    if not slash:
+    name, password = split_user(value)
+    if "/" not in value:
         # Not echoed: without a '/' we cannot tell a name from a mistyped password.
         raise UsageError(f"{USAGE}; the value given has no '/'")
     if not name:

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -31,7 +31,9 @@ TAIL_LINES = 25
 # How long output may stay open after a command exited: a process it left in
 # the background that still holds its stdout is stopped after this.
 LINGER_SECONDS = 5.0
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The signals that stop a build or a boot test: each has a handler that
+# raises, so signals_held() defers them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A timeout beyond this (about 68 years; --hook-timeout takes any number)
 # means none: larger ones overflow the float a wait needs.
 MAX_TIMEOUT = 2**31
@@ -51,8 +53,14 @@ class CommandError(BuildError):
             status = f"exited with status {returncode}"
         msg = f"{head}command {cmd!r} {status}"
         if self.tail:
-            msg += "\n  last output:\n" + "\n".join("    " + line for line in self.tail)
+            msg += "\n  last output:\n" + format_tail(self.tail)
         super().__init__(msg)
+
+
+def format_tail(lines: Iterable[str], indent: str = "    ") -> str:
+    """The last lines of a command's output as they go in a message: one
+    line each, indented below the heading that introduces them."""
+    return "\n".join(indent + line for line in lines)
 
 
 class CommandTimeout(CommandError):
@@ -84,16 +92,17 @@ class Runner(Protocol):
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Run a short critical section whole: SIGINT and SIGTERM that arrive in
-    it are handled when it ends, by the handlers that were in place.
+    """Run a short critical section whole: SIGINT, SIGTERM and SIGHUP that
+    arrive in it are handled when it ends, by the handlers that were in place.
 
     Starting a child, creating a temp file and renaming an output into place
     must not be cut in half: an exception raised half-way through Popen
     leaves a child running that nobody stops, and one raised between
     creating a temp file and the try that removes it leaks the file.  The
     signals are not blocked, only their handlers' exceptions deferred, so a
-    child never inherits a blocked SIGTERM.  Only the main thread has signal
-    handlers; elsewhere this does nothing."""
+    child never inherits a blocked SIGTERM; an ignored signal stays ignored
+    (a child started under nohup keeps ignoring SIGHUP).  Only the main
+    thread has signal handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -102,7 +111,11 @@ def signals_held() -> Iterator[None]:
     def record(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
-    saved = {int(sig): signal.signal(sig, record) for sig in STOP_SIGNALS}
+    saved = {}
+    for sig in STOP_SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler is not None and handler != signal.SIG_IGN:
+            saved[int(sig)] = signal.signal(sig, record)
     try:
         yield
     finally:
@@ -157,6 +170,95 @@ class Masker:
         return text
 
 
+class _Output:
+    """The threads that read a child's output.  Each line of its stdout (its
+    stderr when capturing) is masked, logged with ``label`` and kept in a
+    tail of the last TAIL_LINES; a captured stdout is collected whole."""
+
+    def __init__(self, mask: Callable[[str], str], label: str, capture: bool) -> None:
+        self.mask = mask
+        self.label = label
+        self.capture = capture
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.chunks: list[bytes] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        if self.capture:
+            assert proc.stderr is not None
+            self._add(self._collect, proc.stdout)
+            self._add(self._stream, proc.stderr)
+        else:
+            self._add(self._stream, proc.stdout)
+        for t in self.threads:
+            t.start()
+
+    def _add(self, target: Callable[[IO[bytes]], None], pipe: IO[bytes]) -> None:
+        self.threads.append(threading.Thread(target=target, args=(pipe,), daemon=True))
+
+    def _stream(self, pipe: IO[bytes]) -> None:
+        for raw in iter(pipe.readline, b""):
+            line = self.mask(raw.decode("utf-8", "replace").rstrip("\n"))
+            self.tail.append(line)
+            log.debug("%s: %s", self.label, line)
+
+    def _collect(self, pipe: IO[bytes]) -> None:
+        self.chunks.append(pipe.read())
+
+    def join_each(self, seconds: float) -> None:
+        for t in self.threads:
+            t.join(seconds)
+
+    def join_within(self, seconds: float) -> bool:
+        """Wait at most ``seconds`` in all; True if every reader is done."""
+        deadline = time.monotonic() + seconds
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self.threads)
+
+    def lines(self) -> list[str]:
+        return list(self.tail)
+
+    def stdout(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace") if self.capture else ""
+
+
+def _child_env(args: Sequence[str], env: Mapping[str, str] | None) -> dict[str, str]:
+    child_env = base_env(env)
+    if Path(args[0]).name == "chroot" and not (env and "TMPDIR" in env):
+        # The host's TMPDIR does not exist inside the root: mktemp in
+        # mkinitramfs and friends would fail there.
+        child_env.pop("TMPDIR", None)
+    return child_env
+
+
+def _spawn(args: Sequence[str], *, stdin: bool, capture: bool, env: Mapping[str, str],
+           cwd: str | os.PathLike[str] | None) -> subprocess.Popen[bytes]:
+    """Start the child in a session of its own (so its whole process group
+    can be stopped); call it with signals held."""
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+
+
+def _feed(proc: subprocess.Popen[bytes], input: bytes | None) -> None:
+    if input is None:
+        return
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(input)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+
+
 class SubprocessRunner:
     """Runs real commands.  The child gets its own process group so that a
     timeout or Ctrl-C can stop it together with everything it started."""
@@ -182,91 +284,62 @@ class SubprocessRunner:
         log.debug("+ %s", self.mask(shlex.join(args)))
         if timeout is not None and timeout >= MAX_TIMEOUT:
             timeout = None
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        child_env = base_env(env)
-        if Path(args[0]).name == "chroot" and not (env and "TMPDIR" in env):
-            # The host's TMPDIR does not exist inside the root: mktemp in
-            # mkinitramfs and friends would fail there.
-            child_env.pop("TMPDIR", None)
-        chunks: list[bytes] = []
-        readers: list[threading.Thread] = []
+        output = _Output(self.mask, label, capture)
+        proc = self._start_and_wait(args, output, input=input, env=_child_env(args, env),
+                                    cwd=cwd, timeout=timeout, what=what)
+        self._stop_lingering(proc, output)
+        if check and proc.returncode != 0:
+            raise CommandError(self._shown(args), proc.returncode, output.lines(), what)
+        return Result(proc.returncode, output.stdout(), output.lines())
 
-        def stream(pipe: IO[bytes]) -> None:
-            for raw in iter(pipe.readline, b""):
-                line = self.mask(raw.decode("utf-8", "replace").rstrip("\n"))
-                tail.append(line)
-                log.debug("%s: %s", label, line)
+    def _shown(self, args: Sequence[str]) -> list[str]:
+        return [self.mask(a) for a in args]
 
-        def collect(pipe: IO[bytes]) -> None:
-            chunks.append(pipe.read())
-
+    def _start_and_wait(self, args: list[str], output: _Output, *, input: bytes | None,
+                        env: Mapping[str, str], cwd: str | os.PathLike[str] | None,
+                        timeout: float | None, what: str | None) -> subprocess.Popen[bytes]:
+        """Start the child, read its output, feed its input and wait for it
+        to exit; it never outlives a timeout or an exception here."""
         proc: subprocess.Popen[bytes] | None = None
         try:
             with signals_held():
-                proc = subprocess.Popen(
-                    args,
-                    stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE if capture else subprocess.STDOUT,
-                    env=child_env,
-                    cwd=cwd,
-                    start_new_session=True,
-                )
-            assert proc.stdout is not None
-            if capture:
-                assert proc.stderr is not None
-                readers.append(threading.Thread(target=collect, args=(proc.stdout,),
-                                                daemon=True))
-                readers.append(threading.Thread(target=stream, args=(proc.stderr,),
-                                                daemon=True))
-            else:
-                readers.append(threading.Thread(target=stream, args=(proc.stdout,),
-                                                daemon=True))
-            for t in readers:
-                t.start()
-            if input is not None:
-                assert proc.stdin is not None
-                try:
-                    proc.stdin.write(input)
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-            returncode = proc.wait(timeout=timeout)
+                proc = _spawn(args, stdin=input is not None, capture=output.capture,
+                              env=env, cwd=cwd)
+            output.start(proc)
+            _feed(proc, input)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             assert proc is not None
-            _kill_group(proc)
-            for t in readers:
-                t.join(5)
-            raise CommandTimeout([self.mask(a) for a in args], -signal.SIGKILL, list(tail),
+            kill_group(proc)
+            output.join_each(5)
+            raise CommandTimeout(self._shown(args), -signal.SIGKILL, output.lines(),
                                  what or f"timed out after {timeout:g} s") from None
         except BaseException:
             # Ctrl-C or SIGTERM in the parent, from the moment the child
             # exists: it is in its own session, so stop it here before
             # teardown starts unmounting and deleting under it.
             if proc is not None:
-                _kill_group(proc)
+                kill_group(proc)
             raise
-        deadline = time.monotonic() + LINGER_SECONDS
-        for t in readers:
-            t.join(max(0.0, deadline - time.monotonic()))
-        if any(t.is_alive() for t in readers):
-            # Something it started in the background still holds its output
-            # (a hook's "daemon &"): stop what is left of its process group.
-            log.warning("%s exited but left processes running that hold its output; "
-                        "stopping them", label)
-            _kill_group(proc)
-            for t in readers:
-                t.join(LINGER_SECONDS)
-        stdout = b"".join(chunks).decode("utf-8", "replace") if capture else ""
-        if check and returncode != 0:
-            raise CommandError([self.mask(a) for a in args], returncode, list(tail), what)
-        return Result(returncode, stdout, list(tail))
+        return proc
+
+    def _stop_lingering(self, proc: subprocess.Popen[bytes], output: _Output) -> None:
+        if output.join_within(LINGER_SECONDS):
+            return
+        # Something it started in the background still holds its output
+        # (a hook's "daemon &"): stop what is left of its process group.
+        log.warning("%s exited but left processes running that hold its output; "
+                    "stopping them", output.label)
+        kill_group(proc)
+        output.join_each(LINGER_SECONDS)
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+def kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM to the child's process group, SIGKILL to what is left after
     ``grace`` seconds; returns when the whole group is gone (a tool such as
-    mmdebstrap unmounts what it mounted when it gets SIGTERM)."""
+    mmdebstrap unmounts what it mounted when it gets SIGTERM), or ``grace``
+    seconds after the SIGKILL.  The child must have been started in a
+    session of its own."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
@@ -315,10 +388,3 @@ class RecordingRunner:
     def commands(self) -> list[str]:
         return [shlex.join(c) for c in self.calls]
 
-
-def which(names: Iterable[str]) -> list[str]:
-    """Return the names among ``names`` that are not on PATH."""
-    import shutil
-
-    path = base_env()["PATH"]
-    return [n for n in names if shutil.which(n, path=path) is None]

@@ -1,0 +1,71 @@
+"""What is being booted: an ISO (booted as a CD) or a raw or qcow2 disk, and
+which firmware (BIOS, UEFI or both) its first sectors say it is made for."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from vmdebootstrap.boot.qemu import scratch_dir
+from vmdebootstrap.host.run import Runner
+
+ESP_TYPE_GUID = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").bytes_le
+HEADER_BYTES = 64 * 1024
+
+
+def detect_media(path: Path, header: bytes) -> str:
+    """'iso' (boot as a CD), 'qcow2' or 'raw' (boot as a disk).
+
+    A hybrid ISO copied to a file not named ``.iso`` is booted as a disk."""
+    if header[:4] == b"QFI\xfb":
+        return "qcow2"
+    if path.suffix.lower() == ".iso":
+        return "iso"
+    return "raw"
+
+
+def disk_firmwares(header: bytes) -> list[str]:
+    """Which firmware a raw disk's first sectors say it is made for."""
+    if len(header) < 512 or header[510:512] != b"\x55\xaa":
+        return ["bios"]
+    mbr_types = [header[446 + 16 * i + 4] for i in range(4)]
+    esp = 0xEF in mbr_types
+    if 0xEE in mbr_types and header[512:520] == b"EFI PART":
+        entries_lba = int.from_bytes(header[512 + 72:512 + 80], "little")
+        count = int.from_bytes(header[512 + 80:512 + 84], "little")
+        size = int.from_bytes(header[512 + 84:512 + 88], "little")
+        for i in range(min(count, 256)):
+            off = entries_lba * 512 + i * size
+            if off + 16 <= len(header) and header[off:off + 16] == ESP_TYPE_GUID:
+                esp = True
+    bios = any(header[:440])
+    if esp and bios:
+        return ["bios", "uefi"]
+    return ["uefi"] if esp else ["bios"]
+
+
+def default_firmwares(media: str, arch: str, header: bytes) -> list[str]:
+    if arch == "arm64":
+        return ["uefi"]
+    if media == "iso":
+        return ["bios", "uefi"]
+    return disk_firmwares(header)
+
+
+def read_header(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(HEADER_BYTES)
+
+
+def disk_header(path: Path, media: str, runner: Runner) -> bytes:
+    """The first sectors as the guest sees them (qcow2 decoded by qemu-img)."""
+    if media != "qcow2":
+        return read_header(path)
+    if shutil.which("qemu-img") is None:
+        return b""
+    with scratch_dir() as tmp:
+        out = tmp / "head.raw"
+        runner.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", f"bs={HEADER_BYTES}",
+                    "count=1", f"if={path}", f"of={out}"], what=f"reading {path}")
+        return out.read_bytes() if out.is_file() else b""

@@ -1,0 +1,262 @@
+"""QEMU for the boot test: its command line, the UEFI firmware it boots, the
+KVM-or-TCG decision, and running it so that it never outlives its caller.
+
+QEMU runs in a session of its own, is started with the stop signals held
+(see run.signals_held) and inside the try that stops its whole process
+group, so Ctrl-C, SIGTERM or SIGHUP at any moment leaves nothing running;
+its scratch files (a writable copy of the UEFI variable store, its stderr)
+live in a directory that is removed the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import select
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from vmdebootstrap.boot.console import Console, ConsoleClosed
+from vmdebootstrap.errors import VmdebootstrapError
+from vmdebootstrap.host.binfmt import host_arch
+from vmdebootstrap.host.run import kill_group, signals_held
+
+log = logging.getLogger("vmdebootstrap.boot.qemu")
+
+QEMU_BINARIES = {"amd64": "qemu-system-x86_64", "i386": "qemu-system-i386",
+                 "arm64": "qemu-system-aarch64"}
+# The guest's name for the serial port QEMU connects to its stdio ("-serial
+# stdio": the first UART of the machine): the getty and console= it needs.
+SERIAL_CONSOLES = {"amd64": "ttyS0", "i386": "ttyS0", "arm64": "ttyAMA0"}
+# (code, vars template) pairs, best first; vars None = one combined writable image.
+UEFI_FIRMWARE: dict[str, list[tuple[str, str | None]]] = {
+    "amd64": [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+              ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+              ("/usr/share/ovmf/OVMF.fd", None)],
+    "i386": [("/usr/share/OVMF/OVMF32_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF32_VARS_4M.fd")],
+    "arm64": [("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd")],
+}
+# Seconds QEMU has to exit after SIGTERM before its process group gets SIGKILL.
+KILL_GRACE = 5.0
+
+
+class BootTestError(VmdebootstrapError):
+    """The boot test could not be set up (bad options, missing QEMU/firmware)."""
+
+
+def serial_console(arch: str) -> str:
+    return SERIAL_CONSOLES.get(arch, "ttyS0")
+
+
+# ---- the command line -----------------------------------------------------------------
+
+def find_uefi_firmware(arch: str, exists: Callable[[str], bool] = os.path.isfile
+                       ) -> tuple[str, str | None] | None:
+    for code, vars_ in UEFI_FIRMWARE.get(arch, []):
+        if exists(code) and (vars_ is None or exists(vars_)):
+            return code, vars_
+    return None
+
+
+def _drive_value(path: Path) -> str:
+    return str(path).replace(",", ",,")
+
+
+def accel_args(arch: str, accel: str) -> list[str]:
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"]
+    return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+
+
+@dataclass(frozen=True)
+class QemuPlan:
+    arch: str
+    firmware: str                 # bios | uefi
+    accel: str                    # kvm | tcg
+    media: str | None = None      # iso | raw | qcow2 | None (firmware only, for probes)
+    image: Path | None = None
+    memory: int = 1024
+    smp: int = 2
+    uefi_code: str | None = None
+    uefi_vars: Path | None = None  # a writable copy
+    extra: tuple[str, ...] = ()
+
+
+def _firmware_args(plan: QemuPlan) -> list[str]:
+    if plan.firmware != "uefi":
+        if plan.arch == "arm64":
+            raise BootTestError("arm64 boots only with UEFI firmware")
+        return []
+    if plan.uefi_vars is None:
+        raise BootTestError("UEFI boot needs a firmware variable store")
+    vars_file = _drive_value(plan.uefi_vars)
+    if plan.uefi_code is None:
+        return ["-drive", f"if=pflash,format=raw,unit=0,file={vars_file}"]
+    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
+            f"file={_drive_value(Path(plan.uefi_code))}",
+            "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
+
+
+def _media_args(plan: QemuPlan) -> list[str]:
+    if plan.image is None or plan.media is None:
+        return []
+    file = _drive_value(plan.image)
+    if plan.media == "iso" and plan.arch == "arm64":
+        return ["-device", "virtio-scsi-pci,id=scsi0",
+                "-drive", f"if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={file}",
+                "-device", "scsi-cd,drive=cd0"]
+    if plan.media == "iso":
+        return ["-drive", f"media=cdrom,readonly=on,format=raw,file={file}"]
+    fmt = "qcow2" if plan.media == "qcow2" else "raw"
+    return ["-drive", f"if=virtio,format={fmt},file={file}"]
+
+
+def qemu_argv(plan: QemuPlan) -> list[str]:
+    if plan.arch not in QEMU_BINARIES:
+        raise BootTestError(f"--arch {plan.arch!r} is not supported")
+    argv = [QEMU_BINARIES[plan.arch]]
+    argv += ["-machine", "virt" if plan.arch == "arm64" else "q35"]
+    argv += accel_args(plan.arch, plan.accel)
+    argv += ["-m", str(plan.memory), "-smp", str(plan.smp), "-nodefaults", "-display", "none",
+             "-no-reboot", "-snapshot", "-serial", "stdio", "-monitor", "none"]
+    return argv + _firmware_args(plan) + _media_args(plan) + list(plan.extra)
+
+
+def uefi_vars_copy(arch: str, directory: Path) -> tuple[str | None, Path]:
+    """(code to map read-only or None, writable copy of the variable store in
+    ``directory``) for booting ``arch`` with UEFI."""
+    fw = find_uefi_firmware(arch)
+    if fw is None:
+        raise BootTestError(f"no UEFI firmware for {arch} (install ovmf, "
+                            "or qemu-efi-aarch64 for arm64)")
+    vars_copy = directory / "efivars.fd"
+    shutil.copyfile(fw[1] or fw[0], vars_copy)
+    return (fw[0] if fw[1] else None), vars_copy
+
+
+# ---- running QEMU ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str = "vmdbt-") -> Iterator[Path]:
+    """A private temp directory, removed at the end of the with block, even
+    when a signal arrives while it is being created or removed."""
+    path: str | None = None
+    try:
+        with signals_held():
+            path = tempfile.mkdtemp(prefix=prefix)
+        yield Path(path)
+    finally:
+        if path is not None:
+            with signals_held():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def fd_reader(fd: int) -> Callable[[float], bytes | None]:
+    def read(timeout: float) -> bytes | None:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return os.read(fd, 65536) if ready else None
+    return read
+
+
+@contextlib.contextmanager
+def qemu_running(argv: Sequence[str], *, stderr_to_stdout: bool = False,
+                 stderr: IO[bytes] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run QEMU in its own process group; it never outlives the with block."""
+    log.info("+ %s", shlex.join(argv))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with signals_held():
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT if stderr_to_stdout else (stderr or subprocess.DEVNULL),
+                start_new_session=True)
+        yield proc
+    finally:
+        if proc is not None:
+            with signals_held():  # a second Ctrl-C must not cut the cleanup short
+                kill_group(proc, KILL_GRACE)
+                for pipe in (proc.stdin, proc.stdout):
+                    with contextlib.suppress(OSError):
+                        if pipe:
+                            pipe.close()
+
+
+# ---- KVM or TCG -----------------------------------------------------------------------
+
+_KVM_CACHE: dict[str, bool] = {}
+PROBE_SECONDS = 20.0
+PROBE_OK = re.compile(r"BdsDxe|UEFI Interactive Shell|Shell>|No bootable device|Booting from")
+PROBE_FATAL = re.compile(r"KVM internal error|emulation failure|kvm_.*Assertion|"
+                         r"failed to initialize kvm|Could not access KVM")
+
+
+def kvm_candidate(arch: str, host: str, kvm_ok: bool) -> bool:
+    return kvm_ok and (arch == host or (arch == "i386" and host == "amd64"))
+
+
+def _this_host() -> str | None:
+    try:
+        return host_arch()
+    except VmdebootstrapError:
+        return None  # a machine with no Debian architecture runs no guest under KVM
+
+
+def choose_accel(requested: str, arch: str, *, host: str | None = None,
+                 kvm_device_ok: bool | None = None,
+                 probe: Callable[[str], bool] | None = None) -> str:
+    """'kvm' or 'tcg'.  With 'auto', KVM only if a short real boot proves it works
+    (a nested /dev/kvm can exist and hang every guest)."""
+    if requested in ("kvm", "tcg"):
+        return requested
+    if requested != "auto":
+        raise BootTestError(f"--accel must be auto, kvm or tcg, not {requested!r}")
+    host = host or _this_host()
+    if kvm_device_ok is None:
+        kvm_device_ok = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if host is None or not kvm_candidate(arch, host, kvm_device_ok):
+        return "tcg"
+    if arch not in _KVM_CACHE:
+        _KVM_CACHE[arch] = (probe or probe_kvm)(arch)
+        log.info("KVM probe for %s: %s", arch, "works" if _KVM_CACHE[arch] else
+                 "guest makes no progress, using TCG")
+    return "kvm" if _KVM_CACHE[arch] else "tcg"
+
+
+def probe_argv(arch: str, uefi: tuple[str, str | None] | None, vars_copy: Path) -> list[str]:
+    """Boot only the firmware under KVM: OVMF/AAVMF reaching its boot manager
+    shows that long mode, FPU and flash emulation work; SeaBIOS is the fallback."""
+    if uefi is not None:
+        plan = QemuPlan(arch=arch, firmware="uefi", accel="kvm", memory=256, smp=1,
+                        uefi_code=uefi[0] if uefi[1] else None, uefi_vars=vars_copy)
+        return qemu_argv(plan)
+    plan = QemuPlan(arch=arch, firmware="bios", accel="kvm", memory=64, smp=1,
+                    extra=("-chardev", "file,id=dbg,path=/dev/stdout",
+                           "-device", "isa-debugcon,iobase=0x402,chardev=dbg"))
+    return qemu_argv(plan)
+
+
+def probe_kvm(arch: str, seconds: float = PROBE_SECONDS) -> bool:
+    if shutil.which(QEMU_BINARIES.get(arch, "")) is None:
+        return False
+    uefi = find_uefi_firmware(arch)
+    with scratch_dir("vmdbt-probe-") as tmp:
+        vars_copy = tmp / "vars.fd"
+        if uefi is not None:
+            shutil.copyfile(uefi[1] or uefi[0], vars_copy)
+        argv = probe_argv(arch, uefi, vars_copy)
+        with qemu_running(argv, stderr_to_stdout=True) as proc:
+            assert proc.stdout is not None
+            console = Console(fd_reader(proc.stdout.fileno()), lambda _b: None)
+            try:
+                found = console.expect([PROBE_OK, PROBE_FATAL], seconds)
+            except ConsoleClosed:
+                return False
+            return found is not None and found[0] == 0
