@@ -22,7 +22,7 @@ from vmdebootstrap.intent.options import OPTIONS, Kind
 from vmdebootstrap.intent.settings import Settings, build_settings
 
 if TYPE_CHECKING:
-    from vmdebootstrap.plan import Plan
+    from vmdebootstrap.intent.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -137,7 +137,12 @@ def setup_logging(s: Settings, masker: Masker, to_file: bool = True) -> None:
         log.addHandler(fileh)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _install_signal_handlers() -> None:
+    """Ctrl-C, kill and a hang-up (the ssh session of a long build dropped)
+    all unwind the build: mounts, loop devices, the work dir, staged files."""
     state = {"seen": False}
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -146,24 +151,23 @@ def _install_signal_handlers() -> None:
             return
         state["seen"] = True
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}; "
-                          "everything the build had set up was undone")
+                          "everything the build had set up was undone", signum)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
 
 
 def print_plan(plan: object) -> None:
-    from vmdebootstrap.plan import Plan
+    from vmdebootstrap.intent.plan import Plan
     from vmdebootstrap.root.bootstrap import debootstrap_argv, mmdebstrap_argv
 
     assert isinstance(plan, Plan)
-    s = plan.settings
     target = Path("<workdir>/root")
     argv = (mmdebstrap_argv(plan, target) if plan.bootstrap_tool == "mmdebstrap"
             else debootstrap_argv(plan, target, False))
     lines = [
         "dry run: nothing is changed",
-        f"output: --{plan.output} {', '.join(map(str, _outputs(s)))}",
+        f"output: --{plan.output} {', '.join(map(str, plan.targets.paths))}",
         f"distribution: {plan.distribution}   architecture: {plan.arch}",
         f"mirror: {plan.mirror}   image apt mirror: {plan.apt_mirror}",
         f"bootstrap: {shlex.join(argv)}",
@@ -174,20 +178,17 @@ def print_plan(plan: object) -> None:
         lines.append(f"custom packages: {', '.join(map(str, plan.custom_debs))}")
     if plan.foreign:
         lines.append(f"foreign: {plan.arch} through {plan.foreign.entry.interpreter}")
-    users = [u.name + (" (sudo)" if s.sudo else "") for u in plan.users]
+    system = plan.system
+    users = [u.name + (" (sudo)" if system.sudo else "") for u in system.users]
     lines.append(f"users: {', '.join(users) or '(none)'}; root: "
-                 + ("locked" if s.lock_root_password else
-                    "password set" if plan.root_password_hash else "unchanged"))
-    lines.append(f"hostname: {s.hostname}")
-    if plan.hook:
-        lines.append(f"customisation hook: {plan.hook}")
+                 + ("locked" if system.lock_root else
+                    "password set" if system.root_password_hash else "unchanged"))
+    lines.append(f"hostname: {system.hostname}")
+    if system.hook:
+        lines.append(f"customisation hook: {system.hook}")
     lines += [f"note: {n}" for n in plan.notes]
     # Values the user typed: a control character would reach the terminal.
     print("\n".join(_printable(line) for line in lines))
-
-
-def _outputs(s: Settings) -> list[str]:
-    return [p for p in (s.image, s.tarball, s.squash, s.iso) if p]
 
 
 def _plan_problems(settings: Settings, known: list[str]) -> list[str]:

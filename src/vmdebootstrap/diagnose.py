@@ -1,4 +1,4 @@
-"""From a low-level failure to one message the user can act on; a fault seam.
+"""From a low-level failure to one message the user can act on.
 
 explain() is what cli.main asks when a build fails: it recognises the common
 causes in the exception chain (a full disk, an unreachable mirror, a suite
@@ -6,12 +6,6 @@ the mirror does not have, a Release signature that does not verify, an
 output that cannot be written) and returns one BuildError that says what
 failed and what to do.  Anything it does not recognise is left as it is.
 The original error, with the failing command's last lines, stays in the log.
-
-checkpoint() is a test seam, inert unless the environment variable
-VMDEBOOTSTRAP_FAULT names the step: ``configure:pause`` stops the build at
-that checkpoint until a signal arrives (so a test can interrupt a phase that
-is too short to hit from outside), ``configure:fail`` raises a BuildError
-there.  Several may be given, comma separated.
 """
 
 from __future__ import annotations
@@ -20,21 +14,26 @@ import errno
 import logging
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmdebootstrap.errors import BuildError, Interrupted, UsageError, VmdebootstrapError
+from vmdebootstrap.errors import (
+    BuildError,
+    Interrupted,
+    MirrorError,
+    NoSpace,
+    UsageError,
+    VmdebootstrapError,
+)
 from vmdebootstrap.host.run import CommandError
+from vmdebootstrap.outputs.kinds import KINDS
 
 if TYPE_CHECKING:
-    from vmdebootstrap.plan import Plan
+    from vmdebootstrap.intent.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
-FAULT_ENV = "VMDEBOOTSTRAP_FAULT"
-PAUSE_LIMIT = 600.0  # a paused build gives up waiting for its signal after this
 
 GiB = 1024**3
 ENOSPC_TEXT = "No space left on device"
@@ -55,37 +54,6 @@ NO_MIRROR = (
 )
 # Commands whose output speaks about the build mirror.
 BOOTSTRAP_COMMANDS = ("mmdebstrap", "debootstrap", "apt-get")
-OUTPUT_OPTIONS = ("image", "tarball", "squash", "iso")
-
-
-# --- the fault seam ---------------------------------------------------------------
-
-
-def faults(environ: dict[str, str] | os._Environ[str] | None = None) -> dict[str, str]:
-    """step -> action from VMDEBOOTSTRAP_FAULT ("configure:pause,hook:fail")."""
-    text = (os.environ if environ is None else environ).get(FAULT_ENV, "")
-    wanted: dict[str, str] = {}
-    for item in text.split(","):
-        step, _, action = item.strip().partition(":")
-        if step:
-            wanted[step] = action or "fail"
-    return wanted
-
-
-def checkpoint(step: str) -> None:
-    """A named point in the build where a test can inject a fault."""
-    action = faults().get(step)
-    if action is None:
-        return
-    if action == "pause":
-        log.warning("fault injection (%s): paused at %s; waiting for a signal",
-                    FAULT_ENV, step)
-        deadline = time.monotonic() + PAUSE_LIMIT
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-        raise BuildError(f"fault injection ({FAULT_ENV}): no signal came while paused "
-                         f"at {step}")
-    raise BuildError(f"fault injection ({FAULT_ENV}): failing at {step} as asked")
 
 
 # --- explaining failures ----------------------------------------------------------------
@@ -112,8 +80,7 @@ def _lines(e: BaseException) -> list[str]:
 def _is_bootstrap(e: BaseException) -> bool:
     if isinstance(e, CommandError):
         return any(Path(a).name in BOOTSTRAP_COMMANDS for a in e.argv[:4])
-    # cache.fetch_release: "cannot read the Release file of SUITE from MIRROR: ..."
-    return isinstance(e, BuildError) and "cannot read the Release file" in str(e)
+    return isinstance(e, MirrorError)
 
 
 def _is_enospc(e: BaseException) -> bool:
@@ -147,13 +114,17 @@ def _output_places(plan: Plan | None) -> list[tuple[str, Path, Path]]:
     """(option, final path, directory it is written in) for each output."""
     if plan is None:
         return []
-    s = plan.settings
+    targets = plan.targets
+    given: list[tuple[str, Path]] = [(targets.kind, targets.path)]
+    if targets.squash_dir is not None:
+        given.append(("squash", targets.squash_dir))
+    if plan.log_file is not None:
+        given.append(("log", plan.log_file))
     places = []
-    for name in (*OUTPUT_OPTIONS, "log"):
-        value = getattr(s, name, None)
-        if value:
-            final = Path(os.path.abspath(value))
-            places.append((name, final, final if name == "squash" else final.parent))
+    for name, path in given:
+        final = Path(os.path.abspath(path))
+        directory = final if name in KINDS and KINDS[name].directory else final.parent
+        places.append((name, final, directory))
     return places
 
 
@@ -183,8 +154,8 @@ def _enospc_message(exc: BaseException, work: Path | None, plan: Plan | None) ->
             return (f"ran out of disk space in {directory}, where the --{option} output "
                     f"{final.name} is written: free space there, or write it to a bigger "
                     f"filesystem (it needs about {_gib(space_needed(plan) / 2)})")
-    if plan is not None and not plan.settings.no_cache:
-        cache = Path(plan.settings.cache_dir)
+    if plan is not None and plan.cache_dir is not None:
+        cache = plan.cache_dir
         if any(_under(p, cache) for p in paths):
             return (f"ran out of disk space in the cache {cache}: free space there, or give "
                     "another --cache-dir (or --no-cache)")
@@ -211,8 +182,7 @@ def _mirror_message(exc: BaseException, plan: Plan | None) -> str | None:
     text = "\n".join(lines)
     mirror = _mirror_of(plan, lines)
     # With verification turned off, apt still complains, but only as a warning.
-    unchecked = plan is not None and (plan.settings.no_check_gpg
-                                      or "no-check-gpg" in dict(plan.bootstrap_opts))
+    unchecked = plan is not None and not plan.check_signatures
     if not unchecked and any(p in text for p in BAD_SIGNATURE):
         return ("the mirror's Release signature does not verify: refusing to continue "
                 f"(check --mirror {mirror}, or the keyring)")
@@ -238,7 +208,8 @@ def _output_message(exc: BaseException, plan: Plan | None) -> str | None:
             if name != final and not _under(name, directory):
                 continue
             why = e.strerror or str(e)
-            if e.errno == errno.EISDIR or (final.is_dir() and option != "squash"):
+            is_dir_kind = option in KINDS and KINDS[option].directory
+            if e.errno == errno.EISDIR or (final.is_dir() and not is_dir_kind):
                 return (f"--{option}: {final} is a directory: remove it or choose another "
                         "file name")
             # A staging file beside the output: name the directory instead.
@@ -259,8 +230,7 @@ def explain(exc: BaseException, work: Path | None,
     when known, names the mirror, suite and outputs in the message."""
     if isinstance(exc, (Interrupted, UsageError, KeyboardInterrupt)):
         return None
-    # Errors that already say which size or space to change.
-    if type(exc).__name__ == "ImageFull" or "not enough free space" in str(exc):
+    if isinstance(exc, NoSpace):  # already says which size or space to change
         return None
     message: str | None = None
     if any(_is_enospc(e) for e in _chain(exc)):

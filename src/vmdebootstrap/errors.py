@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class VmdebootstrapError(Exception):
     """A failure the user can act on; str() is the whole message."""
@@ -25,7 +27,23 @@ class BuildError(VmdebootstrapError):
     """A build step failed."""
 
 
+class NoSpace(BuildError):
+    """Out of room, in words that already say what to free or to raise:
+    error diagnosis leaves it as it is."""
+
+
+class MirrorError(BuildError):
+    """The mirror could not be read (its Release file, an index, a file)."""
+
+
 class Interrupted(VmdebootstrapError):
-    """SIGINT or SIGTERM arrived; teardown still runs."""
+    """SIGINT, SIGTERM or SIGHUP arrived; teardown still runs.  Exit 130 as
+    1.x did for both Ctrl-C and kill; 129 for a hang-up (a dropped ssh
+    session), as a shell reports it."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        if signum == signal.SIGHUP:
+            self.exit_code = 128 + signal.SIGHUP

@@ -58,7 +58,7 @@ HOST_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx",
 HOST_TREES = ("/dev", "/proc", "/sys")
 SEAM_WIRED = "checkpoint(" in Path(build_module.__file__).read_text()
 needs_seam = pytest.mark.skipif(
-    not SEAM_WIRED, reason="build.py does not call diagnose.checkpoint() yet")
+    not SEAM_WIRED, reason="build.py does not call faults.checkpoint() yet")
 
 
 # --- what the host looks like -----------------------------------------------------------

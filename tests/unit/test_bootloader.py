@@ -35,7 +35,6 @@ U = "0b5e3a6c-1111-4222-8333-444455556666"
 ])
 def test_bootloader_packages(args: tuple[str, str, bool, str], expected: list[str]) -> None:
     assert bl.bootloader_packages(*args) == expected
-    assert image.bootloader_packages(*args) == expected
 
 
 def test_bootloader_packages_for_boot_filesystem() -> None:

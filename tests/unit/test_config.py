@@ -197,7 +197,7 @@ def test_customize_relative_to_the_config_file(host: Host, tmp_path: Path) -> No
     conf = write(confdir / "live.conf", "[config]\ntarball = root.tar\ncustomize = hooks/x.sh\n")
     assert not (host.cwd / "hooks").exists()
     plan = make_plan(settings_of("--config", str(conf)), host)
-    assert plan.hook == script
+    assert plan.system.hook == script
 
 
 def test_customize_in_cwd_wins_over_config_dir(host: Host, tmp_path: Path) -> None:
@@ -205,7 +205,7 @@ def test_customize_in_cwd_wins_over_config_dir(host: Host, tmp_path: Path) -> No
     for base in (confdir, host.cwd):
         write(base / "hooks" / "x.sh", "#!/bin/sh\n").chmod(0o755)
     conf = write(confdir / "live.conf", "[config]\ntarball = root.tar\ncustomize = hooks/x.sh\n")
-    assert make_plan(settings_of("--config", str(conf)), host).hook == \
+    assert make_plan(settings_of("--config", str(conf)), host).system.hook == \
         host.cwd / "hooks" / "x.sh"
 
 

@@ -142,15 +142,15 @@ def test_configure_accounts_never_puts_secrets_on_a_command_line(plan_of: PlanOf
         [*chroot, "useradd", "--create-home", "--shell", "/bin/bash", "bob"],
         [*chroot, "usermod", "-a", "-G", "sudo", "bob"],
     ]
-    hashes = [plan.root_password_hash, plan.users[0].password_hash]
+    hashes = [plan.system.root_password_hash, plan.system.users[0].password_hash]
     assert all(hashes)
     for argv in runner.calls:
         for word in argv:
             assert SECRET not in word
             assert not any(h and h in word for h in hashes)
     assert all(i is None or SECRET.encode() not in i for i in runner.inputs)
-    assert shadow_entry(root, "root")[1] == plan.root_password_hash
-    assert shadow_entry(root, "alice")[1] == plan.users[0].password_hash
+    assert shadow_entry(root, "root")[1] == plan.system.root_password_hash
+    assert shadow_entry(root, "alice")[1] == plan.system.users[0].password_hash
     bob = shadow_entry(root, "bob")
     assert bob[1] == "" and bob[2] == "0"  # empty, must change at first login
     assert SECRET not in (root / "etc/shadow").read_text()

@@ -260,12 +260,11 @@ def test_refusals_name_the_option(spec: DiskSpec, fragments: tuple[str, ...]) ->
     one(problems(spec), *fragments)
 
 
-def test_layout_problems_and_image_problems() -> None:
+def test_layout_problems() -> None:
     assert disk.layout_problems(DiskSpec(size=GiB)) == []
     assert disk.layout_problems(DiskSpec(size=GiB, arch="armhf"))
     s = parse("--image", "/nonexistent/x.img", "--size", "2G", "--bootflag", "lba")
-    one(image.image_problems(s, "amd64"), "--bootflag lba")
-    assert image.image_problems(parse("--tarball", "x.tar"), "armhf") == []
+    one(disk.layout_problems(DiskSpec.from_settings(s, "amd64")), "--bootflag lba")
 
 
 def test_layout_error_is_a_usage_error() -> None:
@@ -447,19 +446,36 @@ def image_plan(plan_of: Callable[..., Plan], out: Path) -> Callable[..., Plan]:
     return make
 
 
+def planned_table(plan: Plan) -> str:
+    """What sfdisk --json says of an image written as planned."""
+    assert plan.image is not None
+    return json.dumps(disk.expected_sfdisk_json(disk.compute_layout(plan.image.disk)))
+
+
 def test_staged_image_is_sparse_full_size_and_beside_the_image(
         image_plan: Callable[..., Plan], out: Path) -> None:
     plan = image_plan()
-    runner = RecordingRunner()
+    runner = RecordingRunner({"sfdisk": planned_table(plan)})
     with image.staged_image(plan, runner) as staged:
         assert staged.parent == out
         assert staged.name.startswith(".disk.img.") and staged.name.endswith(".part")
         assert staged.stat().st_size == 2 * 10**9
         assert staged.stat().st_blocks == 0
-        assert image.publish(plan, runner, staged) == [out / "disk.img"]
     assert [p.name for p in out.iterdir()] == ["disk.img"]
     assert (out / "disk.img").stat().st_mode & 0o777 == 0o644
-    assert runner.calls == []
+    # The partition table is read back before the image takes its name.
+    assert runner.calls == [["sfdisk", "--json", str(staged)]]
+
+
+def test_image_that_is_not_the_planned_layout_is_refused(
+        image_plan: Callable[..., Plan], out: Path) -> None:
+    (out / "disk.img").write_bytes(b"the previous image")
+    other = json.dumps(disk.expected_sfdisk_json(disk.compute_layout(DiskSpec(size=GiB))))
+    with pytest.raises(BuildError, match="not the planned layout"), \
+            image.staged_image(image_plan(), RecordingRunner({"sfdisk": other})):
+        pass
+    assert [p.name for p in out.iterdir()] == ["disk.img"]
+    assert (out / "disk.img").read_bytes() == b"the previous image"
 
 
 def test_staged_image_removed_on_failure(image_plan: Callable[..., Plan], out: Path) -> None:
@@ -485,30 +501,40 @@ def test_staged_image_refuses_a_bad_layout_before_writing(
     assert list(out.iterdir()) == []
 
 
+QCOW2_INFO = json.dumps({"format": "qcow2", "virtual-size": 2 * 10**9})
+
+
 def test_publish_qcow2_keeps_the_users_name(image_plan: Callable[..., Plan],
                                             out: Path) -> None:
     plan = image_plan("--convert-qcow2")
-    runner = RecordingRunner()
-    with image.staged_image(plan, runner) as staged:
-        assert image.publish(plan, runner, staged) == [out / "disk.img"]
-        (argv,) = runner.calls
-        assert argv[:6] == ["qemu-img", "convert", "-f", "raw", "-O", "qcow2"]
-        assert argv[6] == str(staged)
-        assert Path(argv[7]).parent == out and argv[7].endswith(".qcow2.part")
+    runner = RecordingRunner({"sfdisk": planned_table(plan), "qemu-img": QCOW2_INFO})
+    with image.staged_image(plan, runner) as raw:
+        assert runner.calls == []
+    sfdisk, convert, info = runner.calls
+    assert sfdisk == ["sfdisk", "--json", str(raw)]
+    assert convert[:6] == ["qemu-img", "convert", "-f", "raw", "-O", "qcow2"]
+    assert convert[6] == str(raw)
+    assert Path(convert[7]).parent == out and convert[7].endswith(".part")
+    assert info[:3] == ["qemu-img", "info", "--output=json"]
     assert [p.name for p in out.iterdir()] == ["disk.img"]
 
 
 class FailingRunner(RecordingRunner):
     def run(self, argv: Any, **kw: Any) -> Result:
-        super().run(argv, **kw)
-        raise CommandError(list(argv), 1, ["qemu-img: error"])
+        result = super().run(argv, **kw)
+        if argv[0] == "qemu-img":
+            raise CommandError(list(argv), 1, ["qemu-img: error"])
+        return result
 
 
 def test_failed_conversion_leaves_nothing(image_plan: Callable[..., Plan], out: Path) -> None:
     plan = image_plan("--convert-qcow2")
-    with pytest.raises(CommandError), image.staged_image(plan, RecordingRunner()) as staged:
-        image.publish(plan, FailingRunner(), staged)
-    assert list(out.iterdir()) == []
+    (out / "disk.img").write_bytes(b"the previous image")
+    runner = FailingRunner({"sfdisk": planned_table(plan)})
+    with pytest.raises(CommandError), image.staged_image(plan, runner):
+        pass
+    assert [p.name for p in out.iterdir()] == ["disk.img"]
+    assert (out / "disk.img").read_bytes() == b"the previous image"
 
 
 # --- a full image -----------------------------------------------------------------------

@@ -236,12 +236,20 @@ def explained(exc: BaseException, **plan_values: object) -> str:
     from types import SimpleNamespace
 
     from vmdebootstrap.diagnose import explain
+    from vmdebootstrap.intent.plan import Targets
     from vmdebootstrap.intent.settings import Settings
 
-    settings = Settings(**plan_values)  # type: ignore[arg-type]
-    plan = SimpleNamespace(settings=settings, mirror="http://mirror.example/debian",
+    s = Settings(**plan_values)  # type: ignore[arg-type]
+    kind = s.outputs[0].lstrip("-") if s.outputs else "tarball"
+    targets = Targets(kind=kind, path=Path(getattr(s, kind) or "/srv/out/root.tar"),
+                      squash_dir=Path(s.squash) if kind == "iso" and s.squash else None)
+    plan = SimpleNamespace(settings=s, mirror="http://mirror.example/debian",
                            distribution="bookworm", variant="minbase", bootstrap_opts=(),
-                           kernel_package=None, output="tarball")
+                           kernel_package=None, output=kind, targets=targets,
+                           check_signatures=not (s.no_check_gpg
+                                                 or "no-check-gpg" in s.debootstrapopts),
+                           cache_dir=None if s.no_cache else Path(s.cache_dir),
+                           log_file=Path(s.log) if s.log else None)
     clear = explain(exc, Path("/scratch/tmp"), plan)  # type: ignore[arg-type]
     assert clear is not None, exc
     return str(clear)
@@ -312,13 +320,13 @@ def test_explain_leaves_hook_and_unknown_failures_alone() -> None:
 
 
 def test_fault_seam_is_inert_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vmdebootstrap import diagnose
     from vmdebootstrap.errors import BuildError
+    from vmdebootstrap.host import faults
 
-    monkeypatch.delenv(diagnose.FAULT_ENV, raising=False)
-    diagnose.checkpoint("configure")
-    monkeypatch.setenv(diagnose.FAULT_ENV, "hook:pause, configure:fail")
-    assert diagnose.faults() == {"hook": "pause", "configure": "fail"}
-    diagnose.checkpoint("bootstrap")
+    monkeypatch.delenv(faults.FAULT_ENV, raising=False)
+    faults.checkpoint("configure")
+    monkeypatch.setenv(faults.FAULT_ENV, "hook:pause, configure:fail")
+    assert faults.faults() == {"hook": "pause", "configure": "fail"}
+    faults.checkpoint("bootstrap")
     with pytest.raises(BuildError, match="failing at configure"):
-        diagnose.checkpoint("configure")
+        faults.checkpoint("configure")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.errors import BuildError, UsageError
+from vmdebootstrap.errors import BuildError, NoSpace, UsageError
+from vmdebootstrap.host.publish import staged_file
 from vmdebootstrap.host.run import RecordingRunner
 from vmdebootstrap.outputs import iso, isomenu
 
@@ -525,11 +527,44 @@ def test_build_iso_layout_with_fake_tools(tmp_path: Path) -> None:
 @needs_host_boot_files
 def test_build_iso_failure_leaves_no_output(tmp_path: Path) -> None:
     out = tmp_path / "live.iso"
-    with pytest.raises(BuildError):
+    with pytest.raises(BuildError), staged_file(out) as staged:
         iso.build_iso(FakeTools(fail_xorriso=True), iso.IsoSpec(arch="amd64",
-                      distribution="bookworm"), _squash(tmp_path), out, tmp_path / "work")
+                      distribution="bookworm"), _squash(tmp_path), staged, tmp_path / "work")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["squash", "work"]
     assert not list((tmp_path / "work").iterdir())
+
+
+@pytest.mark.parametrize("fail_xorriso", [True, False])
+def test_rebuild_that_fails_keeps_the_previous_iso(tmp_path: Path, fail_xorriso: bool) -> None:
+    """xorriso fails, or the new ISO fails its check: the old ISO stays as it was."""
+    out = tmp_path / "live.iso"
+    out.write_bytes(b"the previous, good ISO")
+
+    def check(path: Path) -> None:
+        raise BuildError(f"{path} has no EFI El Torito boot entry")
+
+    with pytest.raises(BuildError), staged_file(out, check=check) as staged:
+        iso.build_iso(FakeTools(fail_xorriso=fail_xorriso), iso.IsoSpec(
+            arch="amd64", distribution="bookworm"), _squash(tmp_path), staged, tmp_path / "w")
+    assert out.read_bytes() == b"the previous, good ISO"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.iso", "squash", "w"]
+
+
+def test_no_room_for_a_second_iso_is_refused_first(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "live.iso"
+    out.write_bytes(b"old")
+    squash = _squash(tmp_path)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(iso.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 10 * 2**20))
+    with pytest.raises(NoSpace, match=r"not enough free space .* previous live.iso is kept"):
+        iso.check_room_for_iso(squash, out)
+
+
+def test_arm64_menus_use_ttyama0() -> None:
+    entries = isomenu.menu_entries(arch="arm64", serial_console=True, serial_tty="ttyAMA0")
+    assert all("console=ttyAMA0,115200n8" in e.append for e in entries)
+    assert not any("ttyS0" in " ".join(e.append) for e in entries)
 
 
 def test_splash_must_be_png(tmp_path: Path) -> None:

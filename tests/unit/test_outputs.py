@@ -1,12 +1,12 @@
-"""outputs.py: tar and mksquashfs command lines, staged directories, the
-kernel pick, and the checks that catch a broken squashfs."""
+"""outputs/files.py and outputs/kinds.py: tar and mksquashfs command lines,
+the kernel pick, the checks that catch a broken squashfs or tarball, owners
+and output paths."""
 
 from __future__ import annotations
 
 import os
 import pwd
 import shutil
-import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -19,11 +19,13 @@ from vmdebootstrap.outputs import files as outputs
 from vmdebootstrap.outputs.files import (
     MIN_SQUASHFS,
     check_free_space,
+    check_squash_dir,
+    check_tarball,
     find_kernel,
     mksquashfs_argv,
-    staged_dir,
     tar_argv,
 )
+from vmdebootstrap.outputs.kinds import KINDS, chown_outputs
 from vmdebootstrap.plan import Plan
 
 PlanOf = Callable[..., Plan]
@@ -94,51 +96,6 @@ def test_mksquashfs_argv_unknown_cpu_count(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(outputs.os, "cpu_count", lambda: None)
     argv = mksquashfs_argv(ROOT, Path("/o/fs"), "xz")
     assert argv[argv.index("-processors") + 1] == "1"
-
-
-# --- staged_dir ---------------------------------------------------------------------------
-
-
-def test_staged_dir_moves_files_in_on_success(tmp_path: Path) -> None:
-    final = tmp_path / "live"
-    with staged_dir(final) as stage:
-        assert stage.parent == final and stage.name.startswith(".")
-        (stage / "filesystem.squashfs").write_bytes(b"hsqs")
-        (stage / "vmlinuz").write_bytes(b"kernel")
-        (stage / "vmlinuz").chmod(0o600)
-    assert sorted(p.name for p in final.iterdir()) == ["filesystem.squashfs", "vmlinuz"]
-    assert stat.S_IMODE((final / "vmlinuz").stat().st_mode) == 0o644
-
-
-def test_staged_dir_failure_removes_a_dir_it_created(tmp_path: Path) -> None:
-    final = tmp_path / "new" / "live"
-    final.parent.mkdir()
-    with pytest.raises(BuildError, match="mksquashfs failed"), staged_dir(final) as stage:
-        (stage / "filesystem.squashfs").write_bytes(b"half")
-        raise BuildError("mksquashfs failed")
-    assert not final.exists()
-    assert list(final.parent.iterdir()) == []
-
-
-def test_staged_dir_failure_keeps_an_existing_dir(tmp_path: Path) -> None:
-    final = tmp_path / "live"
-    final.mkdir()
-    (final / "filesystem.squashfs").write_bytes(b"from the last build")
-    with pytest.raises(KeyboardInterrupt), staged_dir(final) as stage:
-        (stage / "filesystem.squashfs").write_bytes(b"half")
-        raise KeyboardInterrupt
-    assert [p.name for p in final.iterdir()] == ["filesystem.squashfs"]
-    assert (final / "filesystem.squashfs").read_bytes() == b"from the last build"
-
-
-def test_staged_dir_success_replaces_older_files(tmp_path: Path) -> None:
-    final = tmp_path / "live"
-    final.mkdir()
-    (final / "filesystem.squashfs").write_bytes(b"old")
-    with staged_dir(final) as stage:
-        (stage / "filesystem.squashfs").write_bytes(b"new")
-    assert (final / "filesystem.squashfs").read_bytes() == b"new"
-    assert [p.name for p in final.iterdir()] == ["filesystem.squashfs"]
 
 
 # --- kernels --------------------------------------------------------------------------------
@@ -256,16 +213,52 @@ def plenty_of_space(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**12, 0, 10**12))
 
 
+def squash_stage(stage: Path, size: int | None) -> Path:
+    stage.mkdir()
+    for name in ("vmlinuz", "initrd.img"):
+        (stage / name).write_bytes(b"x")
+    if size is not None:
+        with open(stage / "filesystem.squashfs", "wb") as fh:
+            fh.truncate(size)
+    return stage
+
+
 @pytest.mark.parametrize("size", [None, 0, 4096, MIN_SQUASHFS - 1])
-def test_write_squashfs_rejects_a_tiny_result(tmp_path: Path, plenty_of_space: None,
-                                              size: int | None) -> None:
+def test_check_squash_dir_rejects_a_tiny_result(tmp_path: Path, size: int | None) -> None:
+    runner = RecordingRunner()
+    with pytest.raises(BuildError, match="under 1 MiB"):
+        check_squash_dir(runner, squash_stage(tmp_path / "live", size))
+    assert runner.calls == []
+
+
+def test_check_squash_dir_reads_the_superblock_back(tmp_path: Path) -> None:
+    stage = squash_stage(tmp_path / "live", MIN_SQUASHFS)
+    runner = RecordingRunner()
+    check_squash_dir(runner, stage)
+    assert runner.calls == [["unsquashfs", "-s", str(stage / "filesystem.squashfs")]]
+    (stage / "initrd.img").unlink()
+    with pytest.raises(BuildError, match=r"lacks initrd\.img"):
+        check_squash_dir(runner, stage)
+
+
+@pytest.mark.parametrize(("name", "program"), [
+    ("root.tar.zst", ["--use-compress-program=zstd -T0 -q"]),
+    ("root.tar", []),
+    ("root.any-name", []),
+])
+def test_check_tarball_lists_it_back(tmp_path: Path, name: str, program: list[str]) -> None:
+    runner = RecordingRunner()
+    check_tarball(runner, tmp_path / ".x.part", name)
+    assert runner.calls == [["tar", "--list", "--file", str(tmp_path / ".x.part"), *program]]
+
+
+def test_write_squashfs_runs_mksquashfs(tmp_path: Path, plenty_of_space: None) -> None:
     root = tmp_path / "root"
     tree_with_data(root, 1024)
     output = tmp_path / "live/filesystem.squashfs"
     output.parent.mkdir()
-    runner = SquashRunner(size)
-    with pytest.raises(BuildError, match="under 1 MiB"):
-        outputs.write_squashfs(runner, root, output, "zstd:19")
+    runner = SquashRunner(4096)
+    outputs.write_squashfs(runner, root, output, "zstd:19")
     assert runner.calls[0][:3] == ["mksquashfs", str(root), str(output)]
 
 
@@ -307,14 +300,33 @@ def test_chown_outputs(tmp_path: Path) -> None:
     live = tmp_path / "live"
     live.mkdir()
     (live / "vmlinuz").write_text("")
-    outputs.chown_outputs([live], None)
-    outputs.chown_outputs([live], me.pw_name)
+    chown_outputs([live], None)
+    chown_outputs([live], me.pw_name)
     assert (live / "vmlinuz").stat().st_uid == me.pw_uid
     with pytest.raises(KeyError):
-        outputs.chown_outputs([live], "vmdebootstrap-no-such-user")
+        chown_outputs([live], "vmdebootstrap-no-such-user")
 
 
 def test_output_paths(plan_of: PlanOf, out: Path) -> None:
     plan = plan_of("--iso", str(out / "live.iso"), "--squash", str(out / "live"))
-    assert outputs.output_paths(plan) == [out / "live", out / "live.iso"]
-    assert outputs.output_paths(plan_of("--tarball", str(out / "r.tar"))) == [out / "r.tar"]
+    assert plan.targets.paths == [out / "live.iso", out / "live"]
+    assert plan_of("--tarball", str(out / "r.tar")).targets.paths == [out / "r.tar"]
+    plan = plan_of("--tarball", str(out / "r.tar"), "--pkglist")
+    assert plan.targets.paths == [out / "r.tar", out / "r.tar.packages"]
+
+
+def test_output_kinds() -> None:
+    assert [(k.name, k.live, k.bootable, k.holds_root, k.directory) for k in KINDS.values()] == [
+        ("image", False, True, True, False), ("tarball", False, False, False, False),
+        ("squash", True, False, False, True), ("iso", True, True, False, False)]
+
+
+def test_output_kind_path_problems(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "dir").mkdir()
+    assert KINDS["squash"].problems(str(tmp_path / "file")) == [
+        f"--squash: {tmp_path / 'file'} exists and is not a directory"]
+    assert KINDS["squash"].problems(str(tmp_path / "dir")) == []
+    assert "is a directory" in KINDS["iso"].problems(str(tmp_path / "dir"))[0]
+    assert KINDS["tarball"].problems(str(tmp_path / "file")) == []
+    assert KINDS["image"].problems("/dev/null") != []

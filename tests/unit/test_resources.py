@@ -25,7 +25,6 @@ from vmdebootstrap.host.resources import (
     mounts_under,
     processes_in_root,
     remove_tree,
-    staged_file,
     temp_dir,
     unmount_under,
 )
@@ -377,7 +376,9 @@ def test_temp_dir_keep_and_leftover_mounts(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     base = Path(os.path.realpath(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", str(base))
-    with temp_dir(RecordingRunner(), keep=True) as kept:
+    with pytest.raises(BuildError), \
+            temp_dir(RecordingRunner(), keep_on_failure=True) as kept:
+        raise BuildError("the hook failed")
         pass
     assert kept.is_dir()
 
@@ -408,47 +409,6 @@ def test_temp_dir_keeps_the_build_error_primary(tmp_path: Path,
     with pytest.raises(BuildError, match="bootstrapping failed"), \
             temp_dir(RecordingRunner()):
         raise BuildError("bootstrapping failed")
-
-
-# --- staged_file -------------------------------------------------------------------
-
-
-def test_staged_file_renames_on_success(tmp_path: Path) -> None:
-    final = tmp_path / "out/root.tar.gz"
-    with staged_file(final) as tmp:
-        assert tmp.parent == final.parent
-        assert tmp.name != final.name
-        assert not final.exists()
-        tmp.write_bytes(b"data")
-    assert final.read_bytes() == b"data"
-    assert stat.S_IMODE(final.stat().st_mode) == 0o644
-    assert [p.name for p in final.parent.iterdir()] == ["root.tar.gz"]
-
-
-def test_staged_file_removes_the_temp_on_failure(tmp_path: Path) -> None:
-    final = tmp_path / "root.tar.gz"
-    with pytest.raises(RuntimeError, match="tar failed"), staged_file(final) as tmp:
-        tmp.write_bytes(b"half")
-        raise RuntimeError("tar failed")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_staged_file_failure_keeps_an_older_output(tmp_path: Path) -> None:
-    final = tmp_path / "root.tar"
-    final.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt), staged_file(final) as tmp:
-        tmp.write_bytes(b"new, half")
-        raise KeyboardInterrupt
-    assert final.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["root.tar"]
-
-
-def test_staged_file_temp_removed_by_writer(tmp_path: Path) -> None:
-    final = tmp_path / "x.tar"
-    with pytest.raises(OSError), staged_file(final) as tmp:
-        tmp.unlink()
-        raise OSError("disk full")
-    assert list(tmp_path.iterdir()) == []
 
 
 # --- daemons_blocked ---------------------------------------------------------------

@@ -211,9 +211,11 @@ def remove_tree(path: str | os.PathLike[str], mountinfo: str | None = None) -> N
 
 @contextlib.contextmanager
 def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
-             keep: bool = False) -> Iterator[Path]:
+             keep_on_failure: bool = False) -> Iterator[Path]:
     """A private work directory under $TMPDIR, removed even on failure, and
-    even when Ctrl-C arrives while it is being created or removed."""
+    even when Ctrl-C arrives while it is being created or removed.  With
+    ``keep_on_failure`` a failed build's directory stays (unmounted) for
+    debugging, and the log says where."""
     path: Path | None = None
     try:
         with signals_held():
@@ -224,15 +226,15 @@ def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
     except BaseException:
         # The build's own error stays the one the user sees.
         if path is not None:
-            _drop_quietly(path, runner, keep)
+            _drop_quietly(path, runner, keep_on_failure)
         raise
     try:
-        _drop_work_dir(path, runner, keep)
+        _drop_work_dir(path, runner, keep=False)
     except BuildError:
         raise
     except BaseException:
         # Interrupted half-way through removing it: finish, then stop.
-        _drop_quietly(path, runner, keep)
+        _drop_quietly(path, runner, keep=False)
         raise
 
 
@@ -246,7 +248,8 @@ def _drop_quietly(path: Path, runner: Runner, keep: bool) -> None:
 def _drop_work_dir(path: Path, runner: Runner, keep: bool) -> None:
     leftover = unmount_under(path, runner)
     if keep:
-        log.warning("keeping work directory %s", path)
+        log.warning("the build failed; its work directory is kept in %s (remove it when "
+                    "done)", path)
     elif leftover:
         raise BuildError(f"not removing {path}: could not unmount {', '.join(leftover)}")
     else:
@@ -334,32 +337,6 @@ def daemons_blocked(root: Path) -> Iterator[None]:
         if not existed:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-@contextlib.contextmanager
-def staged_file(final: Path) -> Iterator[Path]:
-    """A temp path beside ``final``, renamed onto it only on success."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path: Path | None = None
-    try:
-        with signals_held():
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part",
-                                       dir=final.parent)
-            os.close(fd)
-            tmp_path = Path(tmp)
-        yield tmp_path
-        with signals_held():  # renamed whole, or not at all
-            os.chmod(tmp_path, 0o644)
-            os.replace(tmp_path, final)
-    except BaseException:
-        if tmp_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp_path.unlink()
-        raise
-
-
-def copy_file(src: Path, dst: Path) -> None:
-    shutil.copy2(src, dst, follow_symlinks=True)
 
 
 @contextlib.contextmanager

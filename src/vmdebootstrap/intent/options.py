@@ -28,6 +28,7 @@ class Option:
     group: str = "build"
     choices: tuple[str, ...] | None = None
     negatable: bool = True  # bool options also get --no-NAME, as in 1.x
+    output: bool = False  # names an output kind (vmdebootstrap.outputs.kinds)
 
     @property
     def dest(self) -> str:
@@ -38,12 +39,14 @@ S, B, L, Z, N = Kind.STR, Kind.BOOL, Kind.LIST, Kind.SIZE, Kind.INT
 
 OPTIONS: tuple[Option, ...] = (
     # outputs: exactly one kind per run (--squash may accompany --iso)
-    Option("image", S, "build a bootable raw disk image in FILE", metavar="FILE", group="output"),
+    Option("image", S, "build a bootable raw disk image in FILE", metavar="FILE", group="output",
+           output=True),
     Option("tarball", S, "write the root filesystem as a tarball FILE (.tar, .tar.gz, .tar.xz, "
-           ".tar.zst)", metavar="FILE", group="output"),
+           ".tar.zst)", metavar="FILE", group="output", output=True),
     Option("squash", S, "write filesystem.squashfs, the kernel and the initrd into DIR",
-           metavar="DIR", group="output"),
-    Option("iso", S, "build a hybrid BIOS+UEFI live ISO in FILE", metavar="FILE", group="output"),
+           metavar="DIR", group="output", output=True),
+    Option("iso", S, "build a hybrid BIOS+UEFI live ISO in FILE", metavar="FILE", group="output",
+           output=True),
     # what goes into the root filesystem
     Option("mirror", S, "mirror to bootstrap from (default: the Debian mirror in the host's apt "
            "sources)", metavar="URL"),
@@ -148,6 +151,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
+# The output kinds, in the order the option table lists them.
+OUTPUT_KINDS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.output)
 
 # Options that only exist on the command line, never in a config file.
 META_OPTIONS = ("config", "no-default-configs", "dump-config")

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.intent.options import BY_NAME, OPTIONS, Kind, parse_bool, parse_size
+from vmdebootstrap.intent.options import (
+    BY_NAME,
+    OPTIONS,
+    OUTPUT_KINDS,
+    Kind,
+    parse_bool,
+    parse_size,
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,7 @@ class Settings:
     @property
     def outputs(self) -> list[str]:
         """The output options given, as their option names."""
-        return [f"--{n}" for n in ("image", "tarball", "squash", "iso")
-                if getattr(self, n)]
+        return [f"--{n}" for n in OUTPUT_KINDS if getattr(self, n)]
 
     @property
     def bootloader(self) -> str:

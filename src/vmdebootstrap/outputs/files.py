@@ -1,8 +1,7 @@
 """Outputs written from a finished root: tarball, squashfs directory, lists.
 
-Each output is written under a temporary name beside its final place and
-renamed only when complete, so a failed build never leaves a half-written
-file under the name the user asked for.
+These write into paths they are given; vmdebootstrap.outputs.kinds decides
+which, and vmdebootstrap.host.publish renames them into place once checked.
 """
 
 from __future__ import annotations
@@ -10,17 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-from vmdebootstrap.errors import BuildError
-from vmdebootstrap.host.resources import staged_file
+from vmdebootstrap.errors import BuildError, NoSpace
 from vmdebootstrap.host.run import Runner
-from vmdebootstrap.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -67,26 +61,6 @@ def mksquashfs_argv(root: Path, output: Path, compression: str,
     return argv
 
 
-@contextlib.contextmanager
-def staged_dir(final: Path) -> Iterator[Path]:
-    """Files written into a hidden dir beside ``final`` move in on success."""
-    created = not final.exists()
-    final.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".vmdebootstrap-", dir=final))
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                final.rmdir()
-        raise
-    for f in sorted(stage.iterdir()):
-        f.chmod(0o644)
-        os.replace(f, final / f.name)
-    stage.rmdir()
-
-
 def write_tarball(runner: Runner, root: Path, output: Path, name: str | None = None,
                   epoch: int | None = None) -> None:
     runner.run(tar_argv(root, output, name, epoch), label="tar",
@@ -107,7 +81,7 @@ def check_free_space(root: Path, dest: Path, ratio: float = 0.6) -> None:
     need = int(tree_size(root) * ratio)
     free = shutil.disk_usage(dest).free
     if free < need:
-        raise BuildError(
+        raise NoSpace(
             f"not enough free space in {dest}: {free // 2**20} MiB free, about "
             f"{need // 2**20} MiB needed for the squashfs; free some space or choose "
             "another output directory")
@@ -117,11 +91,6 @@ def write_squashfs(runner: Runner, root: Path, output: Path, compression: str) -
     check_free_space(root, output.parent)
     runner.run(mksquashfs_argv(root, output, compression), label="mksquashfs",
                what="mksquashfs failed")
-    size = output.stat().st_size if output.exists() else 0
-    if size < MIN_SQUASHFS:
-        raise BuildError(
-            f"mksquashfs wrote only {size} bytes (under 1 MiB): the squashfs is broken, "
-            "probably because the disk is full")
 
 
 def _kernel_version(name: str, prefix: str) -> tuple[int, ...]:
@@ -142,6 +111,39 @@ def find_kernel(root: Path) -> tuple[Path, Path]:
     return kernel, initrd
 
 
+def write_squash_dir(runner: Runner, root: Path, dest: Path, compression: str) -> None:
+    """filesystem.squashfs, the kernel and initrd (versioned and stable
+    names) and filesystem.packages: what the live-image guide's --squash
+    directory holds."""
+    copy_kernel(root, dest)
+    write_pkglist(runner, root, dest / "filesystem.packages")
+    write_squashfs(runner, root, dest / "filesystem.squashfs", compression)
+
+
+def check_squash_dir(runner: Runner, stage: Path) -> None:
+    """mksquashfs can exit 0 and leave junk (the live-image guide): the
+    squashfs must be over 1 MiB and its superblock must read back."""
+    squashfs = stage / "filesystem.squashfs"
+    size = squashfs.stat().st_size if squashfs.exists() else 0
+    if size < MIN_SQUASHFS:
+        raise BuildError(
+            f"mksquashfs wrote only {size} bytes (under 1 MiB): the squashfs is broken, "
+            "probably because the disk is full")
+    runner.run(["unsquashfs", "-s", str(squashfs)], capture=True,
+               what="the squashfs does not read back")
+    for name in ("vmlinuz", "initrd.img"):
+        if not (stage / name).is_file():
+            raise BuildError(f"the squash directory lacks {name}")
+
+
+def check_tarball(runner: Runner, tarball: Path, name: str) -> None:
+    """The tarball must list back whole (a truncated stream fails here)."""
+    argv = tar_argv(Path("/"), tarball, name)
+    compress = [a for a in argv if a.startswith("--use-compress-program") or a == "--bzip2"]
+    runner.run(["tar", "--list", "--file", str(tarball), *compress], capture=True,
+               what="the tarball does not read back")
+
+
 def copy_kernel(root: Path, dest: Path) -> None:
     kernel, initrd = find_kernel(root)
     for src, stable in ((kernel, "vmlinuz"), (initrd, "initrd.img")):
@@ -149,25 +151,13 @@ def copy_kernel(root: Path, dest: Path) -> None:
         shutil.copyfile(src, dest / stable)
 
 
-def write_pkglist(runner: Runner, root: Path, dest: Path) -> None:
+def package_list(runner: Runner, root: Path) -> str:
+    """package, version, architecture, source, source version: a line each."""
     result = runner.run(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W",
                          f"-f={PKGLIST_FORMAT}"], capture=True,
                         what="listing the installed packages failed")
-    with staged_file(dest) as tmp:
-        tmp.write_text(result.stdout)
+    return result.stdout
 
 
-def chown_outputs(paths: list[Path], owner: str | None) -> None:
-    if not owner:
-        return
-    pw = pwd.getpwnam(owner)
-    for path in paths:
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-        if path.is_dir():
-            for child in path.iterdir():
-                os.chown(child, pw.pw_uid, pw.pw_gid)
-
-
-def output_paths(plan: Plan) -> list[Path]:
-    s = plan.settings
-    return [Path(p) for p in (s.image, s.tarball, s.squash, s.iso) if p]
+def write_pkglist(runner: Runner, root: Path, dest: Path) -> None:
+    dest.write_text(package_list(runner, root))

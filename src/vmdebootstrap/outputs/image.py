@@ -1,10 +1,10 @@
 """Disk image outputs, as build.build_image() uses them:
 
-    with staged_image(plan, runner) as staged:          # .NAME.XXXX.part beside NAME
+    with staged_image(plan, runner) as staged:       # .NAME.XXXX.part beside NAME
         with attached(plan, runner, staged, work) as target:   # partitioned, mounted
             ... bootstrap, configure, hook into target.root ...
-            install_bootloader(plan, runner, target)     # fstab, bootloader, trim
-        publish(plan, runner, staged)                    # NAME (raw or qcow2)
+            install_bootloader(plan, runner, target)  # fstab, bootloader, trim
+    # on leaving: converted to qcow2 if asked, checked, renamed to NAME
 
 Every step undoes itself on failure or Ctrl-C: mounts, partitions added by
 partx, the loop device, and the half-written file (unless --keep-on-failure).
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmdebootstrap.errors import BuildError, Interrupted
+from vmdebootstrap.errors import BuildError, Interrupted, NoSpace
+from vmdebootstrap.host.publish import scratch_file, staged_file
 from vmdebootstrap.host.resources import (
     chroot_mounts,
     daemons_blocked,
@@ -29,7 +30,6 @@ from vmdebootstrap.host.resources import (
     remove_tree,
 )
 from vmdebootstrap.host.run import CommandError, Runner
-from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs import bootloaders as bl
 from vmdebootstrap.outputs import partitions as disk
 from vmdebootstrap.plan import Plan
@@ -45,8 +45,6 @@ FULL_BYTES = 4 * MiB
 HOST_FULL_BYTES = 64 * MiB
 ZERO_FILE = ".vmdebootstrap-zeros"
 
-# Re-exported: plan.py lists these packages for the bootstrap.
-bootloader_packages = bl.bootloader_packages
 
 
 @dataclass
@@ -63,14 +61,8 @@ class ImageTarget:
 
 
 def disk_spec(plan: Plan) -> disk.DiskSpec:
-    return disk.DiskSpec.from_settings(plan.settings, plan.arch)
-
-
-def image_problems(settings: Settings, arch: str) -> list[str]:
-    """The disk-layout problems of an --image build, for plan validation."""
-    if not settings.image:
-        return []
-    return disk.layout_problems(disk.DiskSpec.from_settings(settings, arch))
+    assert plan.image is not None
+    return plan.image.disk
 
 
 # --- the image file -----------------------------------------------------------------
@@ -78,52 +70,57 @@ def image_problems(settings: Settings, arch: str) -> list[str]:
 
 @contextlib.contextmanager
 def staged_image(plan: Plan, runner: Runner) -> Iterator[Path]:
-    """A sparse file of exactly --size bytes beside the final image.
+    """A sparse file of exactly --size bytes beside the final image, to build
+    the image in.  On success the image (converted to qcow2 if asked) is
+    checked and renamed onto its name; on failure it is deleted, or with
+    --keep-on-failure kept as NAME.failed."""
+    assert plan.image is not None
+    spec, final = plan.image, plan.targets.path
+    layout = disk.compute_layout(spec.disk)  # refuse a bad layout before writing a byte
+    keep = plan.targets.keep_on_failure
 
-    On failure it is deleted, or with --keep-on-failure renamed to NAME.failed.
-    After a successful publish() nothing of it is left."""
-    disk.compute_layout(disk_spec(plan))  # refuse a bad layout before writing a byte
-    s = plan.settings
-    final = Path(s.image or "")
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
-    os.close(fd)
-    staged = Path(name)
-    try:
-        os.truncate(staged, s.size)
-        log.debug("staging the image in %s (%d bytes)", staged, s.size)
-        yield staged
-    except BaseException:
-        if s.keep_on_failure and staged.exists():
-            failed = final.with_name(final.name + ".failed")
-            os.replace(staged, failed)
-            log.warning("the build failed; its image is kept as %s", failed)
-        else:
-            staged.unlink(missing_ok=True)
-        raise
-    staged.unlink(missing_ok=True)  # converted to qcow2: the raw file goes
+    def check(path: Path) -> None:
+        check_image(runner, path, layout, spec.disk.size, spec.qcow2)
 
-
-def publish(plan: Plan, runner: Runner, staged: Path) -> list[Path]:
-    """Move the finished image to its name, converting it to qcow2 if asked."""
-    final = Path(plan.settings.image or "")
-    if plan.settings.convert_qcow2:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".qcow2.part",
-                                    dir=final.parent)
-        os.close(fd)
-        converted = Path(name)
-        try:
-            runner.run(qcow2_argv(staged, converted), label="qemu-img",
+    with staged_file(final, check=check, keep_failed=keep and not spec.qcow2) as staged:
+        if not spec.qcow2:
+            os.truncate(staged, spec.disk.size)
+            log.debug("staging the image in %s (%d bytes)", staged, spec.disk.size)
+            yield staged
+            return
+        with scratch_file(final, keep_failed=keep) as raw:
+            os.truncate(raw, spec.disk.size)
+            log.debug("staging the raw image in %s (%d bytes)", raw, spec.disk.size)
+            yield raw
+            check_layout(runner, raw, layout)
+            runner.run(qcow2_argv(raw, staged), label="qemu-img",
                        what="converting the image to qcow2 failed")
-            os.chmod(converted, 0o644)
-            os.replace(converted, final)
-        except BaseException:
-            converted.unlink(missing_ok=True)
-            raise
-        staged.unlink()
-    else:
-        os.chmod(staged, 0o644)
-        os.replace(staged, final)
-    return [final]
+
+
+def check_image(runner: Runner, path: Path, layout: disk.Layout, size: int,
+                qcow2: bool) -> None:
+    """The image must be what was planned before it takes the user's name."""
+    if qcow2:
+        result = runner.run(["qemu-img", "info", "--output=json", str(path)], capture=True,
+                            what="the qcow2 image does not read back")
+        info = json.loads(result.stdout or "{}")
+        virtual = -(-size // disk.SECTOR) * disk.SECTOR  # qemu-img rounds up to sectors
+        if info.get("format") != "qcow2" or info.get("virtual-size") != virtual:
+            raise BuildError(f"the qcow2 image is not what was planned: {info.get('format')}, "
+                             f"{info.get('virtual-size')} bytes")
+        return
+    if path.stat().st_size != size:
+        raise BuildError(f"the image has {path.stat().st_size} bytes, not the {size} planned")
+    check_layout(runner, path, layout)
+
+
+def check_layout(runner: Runner, path: Path, layout: disk.Layout) -> None:
+    result = runner.run(["sfdisk", "--json", str(path)], capture=True,
+                        what="the image's partition table does not read back")
+    written = disk.mask_sfdisk_json(json.loads(result.stdout))
+    if written != disk.expected_sfdisk_json(layout):
+        raise BuildError("the image's partition table is not the planned layout:\n"
+                         + json.dumps(written["partitiontable"].get("partitions", [])))
 
 
 def qcow2_argv(raw: Path, qcow2: Path) -> list[str]:
@@ -259,7 +256,7 @@ def mcopy_argv(device: str, sources: list[Path]) -> list[str]:
 # --- when the image fills up ----------------------------------------------------------
 
 
-class ImageFull(BuildError):
+class ImageFull(NoSpace):
     """The image's filesystems ran out of space; the message says what to raise."""
 
 
@@ -306,7 +303,6 @@ def explain_full(plan: Plan, target: ImageTarget, exc: BaseException,
     full = [role for role, u in usage.items() if u is not None and u.full]
     if not full and not _says_enospc(exc):
         return None
-    s = plan.settings
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if len(first) > 200:
         first = first[:200] + "..."
@@ -322,7 +318,7 @@ def explain_full(plan: Plan, target: ImageTarget, exc: BaseException,
     names = {"root": "/", "boot": "/boot", "esp": "/boot/efi"}
     where = "; ".join(f"{names.get(r, r)} has {u.free // MiB} MiB of {u.total // MiB} MiB free"
                       for r in full if (u := usage[r]) is not None)
-    advice = [f"--size (now {s.size // MiB} MiB)"]
+    advice = [f"--size (now {disk_spec(plan).size // MiB} MiB)"]
     boot, esp = target.layout.get("boot"), target.layout.get("esp")
     if boot is not None:
         advice.append(f"--bootsize (now {boot.size_bytes // MiB} MiB)")
@@ -347,11 +343,8 @@ def filesystem_uuid(runner: Runner, device: str) -> str:
     return uuid
 
 
-def install_bootloader(plan: Plan, runner: Runner, target: ImageTarget) -> None:
-    """With the root populated and mounted: /etc/fstab, the bootloader, and
-    (unless --sparse) free space trimmed so that it reads as zeros."""
-    s = plan.settings
-    mount_pending(runner, target)
+def write_fstab(runner: Runner, target: ImageTarget) -> dict[str, str]:
+    """/etc/fstab by filesystem UUID; returns role -> UUID."""
     layout, root = target.layout, target.root
     uuids = {p.role: filesystem_uuid(runner, target.partitions[p.role])
              for p in layout.partitions if p.fstype}
@@ -360,31 +353,42 @@ def install_bootloader(plan: Plan, runner: Runner, target: ImageTarget) -> None:
     fstab = root / "etc/fstab"
     existing = fstab.read_text(errors="replace") if fstab.exists() else ""
     fstab.write_text(bl.fstab_text(entries, existing))
+    return uuids
 
-    serial = plan.serial_tty if s.serial_console else None
-    cmdline = bl.kernel_cmdline(serial, no_ifnames=s.enable_dhcp and not s.systemd_networkd)
+
+def install_bootloader(plan: Plan, runner: Runner, target: ImageTarget) -> None:
+    """With the root populated and mounted: /etc/fstab, the bootloader, and
+    (unless --sparse) free space trimmed so that it reads as zeros."""
+    assert plan.image is not None
+    spec, system = plan.image, plan.system
+    bootloader = spec.disk.bootloader
+    mount_pending(runner, target)
+    layout, root = target.layout, target.root
+    uuids = write_fstab(runner, target)
+    serial = system.serial_tty
+    cmdline = bl.kernel_cmdline(serial, no_ifnames=system.dhcp == "ifupdown")
     devices = bl.Devices(target.loop, tuple(target.partitions[p.role]
                                             for p in layout.partitions),
                          {target.partitions[r]: u for r, u in uuids.items()})
-    if s.bootloader == "grub":
+    if bootloader == "grub":
         with chroot_mounts(runner, root), daemons_blocked(root), \
                 bl.devices_in_chroot(runner, root, devices):
-            bl.install_grub(runner, root, arch=plan.arch, use_uefi=s.use_uefi,
+            bl.install_grub(runner, root, arch=plan.arch, use_uefi=spec.disk.use_uefi,
                             disk=target.loop,
                             default_text=bl.grub_default_text(cmdline, serial))
-    elif s.bootloader == "extlinux":
+    elif bootloader == "extlinux":
         separate = layout.get("boot") is not None
         kernels = bl.find_kernels(root / "boot", "" if separate else "/boot")
         conf = bl.extlinux_conf_text(kernels, uuids["root"], cmdline, serial)
         with chroot_mounts(runner, root), bl.devices_in_chroot(runner, root, devices):
             bl.install_extlinux(runner, root, conf)
         bl.write_mbr(bl.mbr_blob(root, layout.label), target.loop)
-    elif s.mbr:
+    elif spec.mbr:
         bl.write_mbr(bl.mbr_blob(root, layout.label), target.loop)
-    if s.mbr and s.bootloader == "grub":
+    if spec.mbr and bootloader == "grub":
         log.info("--mbr: grub writes its own boot code; nothing else is written")
     write_fat_partitions(runner, target)
-    if not s.sparse:
+    if not spec.sparse:
         trim_free_space(runner, target)
 
 

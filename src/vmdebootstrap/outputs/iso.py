@@ -23,8 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.host.run import Runner
+from vmdebootstrap.errors import BuildError, NoSpace, UsageError
+from vmdebootstrap.host.run import Runner, signals_held
+from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
 
 log = logging.getLogger("vmdebootstrap.outputs.iso")
@@ -72,21 +73,6 @@ ARCHES: Mapping[str, ArchInfo] = {
     "i386": ArchInfo(True, (EfiTarget("i386-efi", "bootia32.efi", "grub-efi-ia32-bin"),)),
     "arm64": ArchInfo(False, (EfiTarget("arm64-efi", "bootaa64.efi", "grub-efi-arm64-bin"),)),
 }
-
-
-@dataclass(frozen=True)
-class IsoSpec:
-    arch: str
-    distribution: str
-    volume_id: str = "DEBIAN_LIVE"
-    menu_title: str = "Debian live"
-    kernel_append: tuple[str, ...] = ()
-    serial_console: bool = False
-    splash: Path | None = None
-    installer: bool = False
-    preseed: Path | None = None
-    mirror: str | None = None
-    source_date_epoch: int | None = None
 
 
 _VOLID_RE = re.compile(r"[A-Z0-9_]{1,32}")
@@ -365,7 +351,8 @@ def _stage(runner: Runner, spec: IsoSpec, squash_dir: Path, scratch: Path) -> _L
         _copy(spec.preseed, root / "preseed.cfg")
     entries = isomenu.menu_entries(arch=spec.arch, kernel_append=spec.kernel_append,
                                    serial_console=spec.serial_console,
-                                   installer_dir=installer_dir, preseed=spec.preseed is not None)
+                                   installer_dir=installer_dir, preseed=spec.preseed is not None,
+                                   serial_tty=spec.serial_tty)
     splash = spec.splash is not None
     if info.bios:
         iso = root / "isolinux"
@@ -427,24 +414,37 @@ def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
         raise UsageError(problems)
 
     workdir.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="iso-", dir=workdir))
-    tmp_out = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    with signals_held():
+        scratch = Path(tempfile.mkdtemp(prefix="iso-", dir=workdir))
     try:
         lay = _stage(runner, spec, squash_dir, scratch)
         _make_efi_image(runner, spec, lay)
         if spec.source_date_epoch is not None:
             for path in sorted(lay.root.rglob("*"), reverse=True):
                 os.utime(path, (spec.source_date_epoch,) * 2, follow_symlinks=False)
-        argv = xorriso_argv(spec=spec, root=lay.root, grafts=lay.grafts, output=tmp_out,
+        argv = xorriso_argv(spec=spec, root=lay.root, grafts=lay.grafts, output=output,
                             bios=ARCHES[spec.arch].bios)
+        # xorriso refuses to write over an existing file: the staged one is empty.
+        output.unlink(missing_ok=True)
         runner.run(argv, env=xorriso_env(spec.source_date_epoch), what="writing the ISO")
-        os.replace(tmp_out, output)
-    except BaseException:
-        tmp_out.unlink(missing_ok=True)
-        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    log.info("wrote %s (%d MiB)", output, output.stat().st_size >> 20)
+    log.info("wrote the ISO (%d MiB)", output.stat().st_size >> 20)
+
+
+ISO_OVERHEAD = 64 * 1024 * 1024  # boot loaders, EFI image, menus; installer files are extra
+
+
+def check_room_for_iso(squash_dir: Path, final: Path) -> None:
+    """Refuse before xorriso starts rather than fill the disk half-way: the
+    ISO is staged beside ``final`` while a previous ISO of that name stays."""
+    need = sum(f.stat().st_size for f in squash_dir.iterdir() if f.is_file()) + ISO_OVERHEAD
+    free = shutil.disk_usage(final.parent).free
+    if free < need:
+        raise NoSpace(
+            f"--iso: not enough free space in {final.parent} for the ISO: {free >> 20} MiB "
+            f"free, about {need >> 20} MiB needed; free some space there or write the ISO "
+            "elsewhere" + (f" (the previous {final.name} is kept)" if final.exists() else ""))
 
 
 # ---- checking a result ----------------------------------------------------------------

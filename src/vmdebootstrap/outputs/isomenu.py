@@ -18,7 +18,7 @@ FAILSAFE_APPEND = (
     "boot=live", "components", "memtest", "noapic", "noapm", "nodma", "nomce",
     "nolapic", "nosmp", "nosplash", "vga=788",
 )
-SERIAL_APPEND = ("console=tty0", "console=ttyS0,115200n8")
+SERIAL_SPEED = "115200n8"
 
 # Debian Installer directory names on install media, by Debian arch.
 INSTALLER_DIRS = {"amd64": "install.amd", "i386": "install.386", "arm64": "install.a64"}
@@ -51,39 +51,43 @@ def validate_menu_title(title: str) -> str | None:
     return None
 
 
-def console_params(serial_console: bool) -> tuple[str, ...]:
-    return SERIAL_APPEND if serial_console else ()
+def console_params(serial_console: bool, tty: str = "ttyS0") -> tuple[str, ...]:
+    return ("console=tty0", f"console={tty},{SERIAL_SPEED}") if serial_console else ()
 
 
-def live_append(kernel_append: Sequence[str], serial_console: bool) -> tuple[str, ...]:
+def live_append(kernel_append: Sequence[str], serial_console: bool,
+                tty: str = "ttyS0") -> tuple[str, ...]:
     quiet = () if serial_console else QUIET
-    return (*LIVE_APPEND, *quiet, *console_params(serial_console), *kernel_append)
+    return (*LIVE_APPEND, *quiet, *console_params(serial_console, tty), *kernel_append)
 
 
-def failsafe_append(kernel_append: Sequence[str], serial_console: bool) -> tuple[str, ...]:
-    return (*FAILSAFE_APPEND, *console_params(serial_console), *kernel_append)
+def failsafe_append(kernel_append: Sequence[str], serial_console: bool,
+                    tty: str = "ttyS0") -> tuple[str, ...]:
+    return (*FAILSAFE_APPEND, *console_params(serial_console, tty), *kernel_append)
 
 
-def installer_append(serial_console: bool, preseed: bool) -> tuple[str, ...]:
+def installer_append(serial_console: bool, preseed: bool, tty: str = "ttyS0") -> tuple[str, ...]:
     params: list[str] = ["vga=788"]
     if preseed:
         params.append("preseed/file=/cdrom/preseed.cfg")
     if serial_console:
         # d-i wants a single console; the last one wins.
-        params.append("console=ttyS0,115200n8")
+        params.append(f"console={tty},{SERIAL_SPEED}")
     return (*params, "---", "quiet")
 
 
 def menu_entries(*, arch: str, kernel_append: Sequence[str] = (), serial_console: bool = False,
-                 installer_dir: str | None = None, preseed: bool = False) -> list[MenuEntry]:
+                 installer_dir: str | None = None, preseed: bool = False,
+                 serial_tty: str = "ttyS0") -> list[MenuEntry]:
+    tty = serial_tty
     entries = [
         MenuEntry("live", f"Live system ({arch})", "/live/vmlinuz", "/live/initrd.img",
-                  live_append(kernel_append, serial_console), default=True),
+                  live_append(kernel_append, serial_console, tty), default=True),
         MenuEntry("failsafe", f"Live system ({arch} fail-safe mode)", "/live/vmlinuz",
-                  "/live/initrd.img", failsafe_append(kernel_append, serial_console)),
+                  "/live/initrd.img", failsafe_append(kernel_append, serial_console, tty)),
     ]
     if installer_dir:
-        args = installer_append(serial_console, preseed)
+        args = installer_append(serial_console, preseed, tty)
         d = f"/{installer_dir}"
         entries += [
             MenuEntry("install", "Install", f"{d}/vmlinuz", f"{d}/initrd.gz", args),

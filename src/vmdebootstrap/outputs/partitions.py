@@ -27,6 +27,7 @@ from typing import Any
 
 from vmdebootstrap.errors import BuildError, UsageError
 from vmdebootstrap.host.run import Runner
+from vmdebootstrap.intent.plan import DiskSpec
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -54,31 +55,6 @@ MOUNTPOINTS = {"root": "/", "boot": "/boot", "esp": "/boot/efi"}
 
 class LayoutError(UsageError):
     """The disk options cannot make a bootable layout (found before any write)."""
-
-
-@dataclass(frozen=True)
-class DiskSpec:
-    """What the layout depends on; from_settings() picks it out of Settings."""
-
-    size: int
-    arch: str = "amd64"
-    bootloader: str = "grub"  # grub | extlinux | none
-    use_uefi: bool = False
-    esp_size: int = 128 * MiB
-    bootsize: int | None = None
-    boottype: str = "ext2"
-    roottype: str = "ext4"
-    swap: int | None = None
-    bootoffset: int | None = None
-    bootflag: str = "boot"
-    part_type: str | None = None
-
-    @classmethod
-    def from_settings(cls, s: Any, arch: str) -> DiskSpec:
-        return cls(size=s.size, arch=arch, bootloader=s.bootloader, use_uefi=s.use_uefi,
-                   esp_size=s.esp_size, bootsize=s.bootsize or None, boottype=s.boottype,
-                   roottype=s.roottype, swap=s.swap or None, bootoffset=s.bootoffset or None,
-                   bootflag=s.bootflag, part_type=s.part_type)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from vmdebootstrap.host.chroot import chroot_argv
 from vmdebootstrap.host.resources import chroot_mounts, daemons_blocked
 from vmdebootstrap.host.run import CommandError, Runner
-from vmdebootstrap.plan import Plan
+from vmdebootstrap.intent.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -37,7 +37,7 @@ def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list
     keyring = plan.opt("keyring")
     if keyring:
         argv.append(f"--keyring={keyring}")
-    if plan.settings.no_check_gpg or "no-check-gpg" in dict(plan.bootstrap_opts):
+    if not plan.check_signatures:
         argv += ["--aptopt=Acquire::AllowInsecureRepositories true",
                  "--aptopt=APT::Get::AllowUnauthenticated true"]
     if plan.foreign and not plan.foreign.entry.fix_binary:
@@ -56,7 +56,7 @@ def debootstrap_argv(plan: Plan, target: Path, foreign_stage: bool) -> list[str]
     argv = ["debootstrap", f"--arch={plan.arch}"]
     for key, value in plan.bootstrap_opts:
         argv.append(f"--{key}" if value is None else f"--{key}={value}")
-    if plan.settings.no_check_gpg and "no-check-gpg" not in dict(plan.bootstrap_opts):
+    if not plan.check_signatures and "no-check-gpg" not in dict(plan.bootstrap_opts):
         argv.append("--no-check-gpg")
     if foreign_stage:
         argv.append("--foreign")

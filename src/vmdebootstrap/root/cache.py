@@ -15,16 +15,18 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap import __version__
-from vmdebootstrap.errors import BuildError
+from vmdebootstrap.errors import MirrorError
+from vmdebootstrap.host.publish import staged_file
 from vmdebootstrap.host.run import Runner
-from vmdebootstrap.plan import Plan
+from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.root.bootstrap import bootstrap, remove_handler
 
 log = logging.getLogger("vmdebootstrap")
@@ -57,7 +59,23 @@ def fetch_release(mirror: str, suite: str, timeout: float = 30) -> bytes:
                 return data
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = exc
-    raise BuildError(f"cannot read the Release file of {suite} from {mirror}: {last}")
+    raise MirrorError(f"cannot read the Release file of {suite} from {mirror}: {last}")
+
+
+class MirrorRelease:
+    """The mirror's Release file, fetched at most once per build: the cache
+    key hashes it and a reproducible build takes its Date, so the two can
+    never see different states of the mirror."""
+
+    def __init__(self, mirror: str, suite: str,
+                 fetch: Callable[[str, str], bytes] = fetch_release) -> None:
+        self.mirror, self.suite, self._fetch = mirror, suite, fetch
+        self._data: bytes | None = None
+
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self._fetch(self.mirror, self.suite)
+        return self._data
 
 
 def file_sha256(path: Path) -> str:
@@ -84,7 +102,7 @@ def make_key(plan: Plan, release: bytes, tool_version: str) -> CacheKey:
         "packages": ",".join(sorted(plan.packages)),
         "custom-packages": ",".join(f"{d.name}:{file_sha256(d)}"
                                     for d in plan.custom_debs),
-        "check-gpg": "no" if plan.settings.no_check_gpg else "yes",
+        "check-gpg": "yes" if plan.check_signatures else "no",
     }
     return CacheKey(tuple(sorted(fields.items())))
 
@@ -114,15 +132,19 @@ class Cache:
             d.mkdir(parents=True, exist_ok=True, mode=0o755)
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, shared: bool = False) -> Iterator[None]:
+        """Readers (lookup and restore) share the lock; writers (new
+        entries, eviction) hold it alone, so an entry is never deleted
+        while another build restores it."""
         self.prepare()
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
             except BlockingIOError:
-                log.info("waiting for another build to finish writing the cache %s", self.path)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                log.info("waiting for another build using the cache %s", self.path)
+                fcntl.flock(fd, mode)
             yield
         finally:
             os.close(fd)  # closing releases the lock
@@ -147,22 +169,28 @@ class Cache:
                     "--xattrs", "--xattrs-include=*", "--acls", "--use-compress-program=zstd -d",
                     "--directory", str(root)], label="tar", what="restoring the cached root failed")
 
+    def restore_if_cached(self, runner: Runner, key: CacheKey, root: Path) -> str:
+        """Restore the entry for ``key`` into ``root``: "hit", or why not."""
+        with self.locked(shared=True):
+            entry, why = self.lookup(key)
+            if entry is not None:
+                self.restore(runner, entry, root)
+        return why
+
     def store(self, runner: Runner, key: CacheKey, root: Path) -> None:
+        """The tarball is written without the lock (readers go on meanwhile)
+        and appears by rename; only publishing the entry and eviction
+        take the lock."""
         tarball, meta = self._entry(key)
-        with self.locked():
-            tmp = tarball.with_name(f".{tarball.name}.{os.getpid()}.part")
-            try:
-                runner.run(["tar", "--create", "--file", str(tmp), "--numeric-owner",
-                            "--xattrs", "--xattrs-include=*", "--acls", "--sort=name",
-                            "--use-compress-program=zstd -T0 -3 -q",
-                            "--directory", str(root), "."],
-                           label="tar", what="storing the root in the cache failed")
-                os.replace(tmp, tarball)
-            finally:
-                tmp.unlink(missing_ok=True)
-            mtmp = meta.with_name(f".{meta.name}.part")
+        with staged_file(tarball) as tmp:
+            runner.run(["tar", "--create", "--file", str(tmp), "--numeric-owner",
+                        "--xattrs", "--xattrs-include=*", "--acls", "--sort=name",
+                        "--use-compress-program=zstd -T0 -3 -q",
+                        "--directory", str(root), "."],
+                       label="tar", what="storing the root in the cache failed")
+        with self.locked(), staged_file(meta) as mtmp:
             mtmp.write_text(json.dumps(key.as_dict(), indent=1, sort_keys=True) + "\n")
-            os.replace(mtmp, meta)
+        with self.locked():
             self._evict()
 
     def _evict(self) -> None:
@@ -195,15 +223,12 @@ class Cache:
                 dest = self.debs / deb.name
                 if dest.exists():
                     continue
-                tmp = self.debs / f".{deb.name}.part"
-                try:
+                with staged_file(dest) as tmp:
+                    tmp.unlink()
                     try:
                         os.link(deb, tmp)
                     except OSError:
-                        tmp.write_bytes(deb.read_bytes())
-                    os.replace(tmp, dest)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                        shutil.copyfile(deb, tmp)
                 added += 1
         return added
 
@@ -213,29 +238,27 @@ def tool_version(runner: Runner, tool: str) -> str:
     return (result.stdout.strip().splitlines() or ["unknown"])[0]
 
 
-def bootstrap_with_cache(plan: Plan, runner: Runner, root: Path, work: Path) -> None:
+def bootstrap_with_cache(plan: Plan, runner: Runner, root: Path, work: Path,
+                         release: MirrorRelease) -> None:
     """Bootstrap ``root``, from the root cache when it has this exact tree."""
-    s = plan.settings
-    if s.no_cache:
+    if plan.cache_dir is None:
         log.info("caches not used (--no-cache)")
         bootstrap(plan, runner, root)
         return
-    cache = Cache(Path(s.cache_dir))
+    cache = Cache(plan.cache_dir)
     cache.prepare()
     key = None
     try:
-        release = fetch_release(plan.mirror, plan.distribution)
-        key = make_key(plan, release, tool_version(runner, plan.bootstrap_tool))
-    except BuildError as exc:
+        key = make_key(plan, release.data(), tool_version(runner, plan.bootstrap_tool))
+    except MirrorError as exc:
         log.info("root cache not used: %s", exc)
     if key is not None:
-        if s.refresh_cache:
+        if plan.refresh_cache:
             log.info("root cache: refreshing %s (--refresh-cache)", key.digest)
         else:
-            entry, why = cache.lookup(key)
-            if entry is not None:
+            why = cache.restore_if_cached(runner, key, root)
+            if why == "hit":
                 log.info("root cache: hit %s; skipping the bootstrap", key.digest)
-                cache.restore(runner, entry, root)
                 return
             log.info("root cache: miss (%s)", why)
     extra: list[str] = []

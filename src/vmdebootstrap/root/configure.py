@@ -13,12 +13,10 @@ from pathlib import Path
 
 from vmdebootstrap.host.chroot import chroot_argv
 from vmdebootstrap.host.run import Runner
-from vmdebootstrap.intent.options import BY_NAME
 from vmdebootstrap.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
-SERIAL_DEFAULT = BY_NAME["serial-console-command"].default
 
 HOSTS = """127.0.0.1\tlocalhost
 127.0.1.1\t{name}
@@ -57,7 +55,7 @@ WantedBy=multi-user.target
 
 
 def set_hostname(plan: Plan, root: Path) -> None:
-    name = plan.settings.hostname
+    name = plan.system.hostname
     (root / "etc/hostname").write_text(name + "\n")
     # sudo resolves the host name on every call; without this line it
     # prints "unable to resolve host" (the live-image guide's complaint).
@@ -93,26 +91,26 @@ def _edit_shadow(root: Path, name: str, password: str | None = None,
 
 
 def configure_accounts(plan: Plan, runner: Runner, root: Path) -> None:
-    s = plan.settings
-    if plan.root_password_hash:
-        _edit_shadow(root, "root", password=plan.root_password_hash)
-    if s.lock_root_password:
+    system = plan.system
+    if system.root_password_hash:
+        _edit_shadow(root, "root", password=system.root_password_hash)
+    if system.lock_root:
         _edit_shadow(root, "root", lock=True)
-    for user in plan.users:
+    for user in system.users:
         runner.run(chroot_argv(root, ["useradd", "--create-home", "--shell", "/bin/bash",
                                       user.name]), what=f"creating user {user.name} failed")
         if user.password_hash is None:
             _edit_shadow(root, user.name, password="", expire=True)
         else:
             _edit_shadow(root, user.name, password=user.password_hash)
-        if s.sudo:
+        if system.sudo:
             runner.run(chroot_argv(root, ["usermod", "-a", "-G", "sudo", user.name]),
                        what=f"adding {user.name} to the sudo group failed")
 
 
 def configure_apt(plan: Plan, root: Path) -> None:
     """The image's own apt source: --apt-mirror (or --mirror), no build mirror."""
-    if not plan.settings.configure_apt:
+    if not plan.system.configure_apt:
         return
     mirror = plan.apt_mirror.rstrip("/")
     comps = " ".join(plan.components)
@@ -151,10 +149,9 @@ def _enable_unit(root: Path, unit: str, target: str) -> None:
 
 
 def configure_network(plan: Plan, root: Path) -> None:
-    s = plan.settings
-    if not s.enable_dhcp:
+    if plan.system.dhcp is None:
         return
-    if s.systemd_networkd:
+    if plan.system.dhcp == "networkd":
         netdir = root / "etc/systemd/network"
         netdir.mkdir(parents=True, exist_ok=True)
         (netdir / "80-vmdebootstrap-dhcp.network").write_text(NETWORKD_DHCP)
@@ -174,17 +171,15 @@ def configure_network(plan: Plan, root: Path) -> None:
 
 
 def configure_serial_console(plan: Plan, root: Path) -> None:
-    if not plan.settings.serial_console:
+    tty, command = plan.system.serial_tty, plan.system.serial_getty
+    if tty is None or command is None:
         return
     inittab = root / "etc/inittab"
     if inittab.exists():
-        command = plan.settings.serial_console_command
-        if command == SERIAL_DEFAULT:
-            command = command.replace("ttyS0", plan.serial_tty)
         with inittab.open("a") as fh:
             fh.write(f"S0:23:respawn:{command}\n")
     else:
-        _enable_unit(root, f"serial-getty@{plan.serial_tty}.service", "getty.target")
+        _enable_unit(root, f"serial-getty@{tty}.service", "getty.target")
 
 
 def make_safe_to_share(root: Path) -> None:
@@ -241,8 +236,7 @@ def clean_apt(root: Path) -> None:
 
 
 def update_initramfs(plan: Plan, runner: Runner, root: Path) -> None:
-    s = plan.settings
-    if s.no_update_initramfs or plan.kernel_package is None:
+    if not plan.system.update_initramfs or plan.kernel_package is None:
         return
     if not (root / "usr/sbin/update-initramfs").exists():
         return
@@ -251,7 +245,6 @@ def update_initramfs(plan: Plan, runner: Runner, root: Path) -> None:
 
 
 def needs_initramfs_update(plan: Plan) -> bool:
-    s = plan.settings
-    return (s.enable_dhcp and not s.systemd_networkd) or plan.output == "image"
+    return plan.system.dhcp == "ifupdown" or plan.output == "image"
 
 

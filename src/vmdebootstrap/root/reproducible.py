@@ -1,9 +1,10 @@
 """Reproducible builds: the same inputs and mirror state give the same bits.
 
 With SOURCE_DATE_EPOCH set (or --reproducible, which takes the mirror's
-Release date when it is not set), every timestamp that reaches an output is
-clamped to it, password salts are derived from it, and nothing random (logs,
-caches, host keys, machine-id) is left in the root.
+Release date when it is not set), every child the build runs gets it in its
+environment, every timestamp that reaches an output is clamped to it,
+password salts are derived from it, and nothing random (logs, caches, host
+keys, machine-id) is left in the root.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Mapping, Sequence
 
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.host.passwords import UserSpec, hash_password, parse_user
-from vmdebootstrap.plan import Plan
-from vmdebootstrap.root.cache import fetch_release
+from vmdebootstrap.host.passwords import hash_password, parse_user, split_user
+from vmdebootstrap.host.run import Result, Runner
+from vmdebootstrap.intent.plan import Plan
+from vmdebootstrap.root.cache import MirrorRelease
 
 log = logging.getLogger("vmdebootstrap")
 
 
-def env_epoch(environ: os._Environ[str] | dict[str, str] = os.environ) -> int | None:
+def env_epoch(environ: Mapping[str, str] = os.environ) -> int | None:
     value = environ.get("SOURCE_DATE_EPOCH")
     if value is None or value == "":
         return None
@@ -40,11 +43,11 @@ def release_date(release: bytes) -> int:
     return int(email.utils.parsedate_to_datetime(m.group(1).decode()).timestamp())
 
 
-def epoch_for(plan: Plan) -> int | None:
+def epoch_for(plan: Plan, release: MirrorRelease) -> int | None:
     """The build's SOURCE_DATE_EPOCH, or None for a normal build."""
     epoch = env_epoch()
     if epoch is None and plan.settings.reproducible:
-        epoch = release_date(fetch_release(plan.mirror, plan.distribution))
+        epoch = release_date(release.data())
         log.info("reproducible build: SOURCE_DATE_EPOCH=%d (the mirror's Release date)", epoch)
     return epoch
 
@@ -57,24 +60,35 @@ def salt_seed(epoch: int, name: str, hostname: str) -> bytes:
 
 def reproducible_plan(plan: Plan, epoch: int) -> Plan:
     """The plan with salts derived from the epoch instead of random ones."""
-    s = plan.settings
-    users: list[UserSpec] = []
-    for value in s.user:
-        name = value.partition("/")[0]
-        seed = salt_seed(epoch, name, s.hostname)
+    system = plan.system
+    hostname = system.hostname
+    users = []
+    for value in plan.user_secrets:
+        seed = salt_seed(epoch, split_user(value)[0], hostname)
         users.append(parse_user(value, hasher=functools.partial(hash_password, seed=seed)))
-    root_hash = plan.root_password_hash
-    if s.root_password is not None:
-        root_hash = hash_password(s.root_password, seed=salt_seed(epoch, "root", s.hostname))
-    return dataclasses.replace(plan, users=tuple(users), root_password_hash=root_hash)
+    root_hash = system.root_password_hash
+    if plan.root_secret is not None:
+        root_hash = hash_password(plan.root_secret, seed=salt_seed(epoch, "root", hostname))
+    system = dataclasses.replace(system, users=tuple(users), root_password_hash=root_hash)
+    return dataclasses.replace(plan, system=system, epoch=epoch)
 
 
-def enter(plan: Plan) -> Plan:
-    """Set the build up for reproducibility if asked; returns the plan to use."""
-    epoch = epoch_for(plan)
+class EpochRunner:
+    """A Runner that gives every child SOURCE_DATE_EPOCH: mmdebstrap, dpkg,
+    update-initramfs, mksquashfs, xorriso and the hook all honour it."""
+
+    def __init__(self, runner: Runner, epoch: int) -> None:
+        self.inner, self.epoch = runner, epoch
+
+    def run(self, argv: Sequence[str | os.PathLike[str]], *,
+            env: Mapping[str, str] | None = None, **kwargs: object) -> Result:
+        merged = {"SOURCE_DATE_EPOCH": str(self.epoch), **(env or {})}
+        return self.inner.run(argv, env=merged, **kwargs)  # type: ignore[arg-type]
+
+
+def enter(plan: Plan, runner: Runner, release: MirrorRelease) -> tuple[Plan, Runner]:
+    """Set the build up for reproducibility if asked: the plan and runner to use."""
+    epoch = epoch_for(plan, release)
     if epoch is None:
-        return plan
-    # Every child (mmdebstrap, dpkg, update-initramfs, mksquashfs, the
-    # hook) honours SOURCE_DATE_EPOCH from its environment.
-    os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
-    return dataclasses.replace(reproducible_plan(plan, epoch), epoch=epoch)
+        return plan, runner
+    return reproducible_plan(plan, epoch), EpochRunner(runner, epoch)

@@ -1,0 +1,164 @@
+"""The output model: one class per output kind, the one list of kinds.
+
+An output kind owns its final paths, its own option checks, how it is
+written from a finished root, and the check its staged file must pass
+before it is renamed into place (vmdebootstrap.host.publish).  The command
+line, planning, the build and error diagnosis ask KINDS; nothing else lists
+the kinds.  A disk image differs from the rest: the root is built inside
+it, so the build drives it (vmdebootstrap.outputs.image) instead of write().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pwd
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmdebootstrap.host.publish import staged_dir, staged_file
+from vmdebootstrap.host.run import Runner
+from vmdebootstrap.intent.options import OUTPUT_KINDS
+from vmdebootstrap.intent.plan import Plan
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.outputs import files, iso
+
+
+@dataclass(frozen=True)
+class Job:
+    """What writing an output needs: the plan, the runner, the finished
+    root, and the build's work directory for scratch files."""
+
+    plan: Plan
+    runner: Runner
+    root: Path
+    work: Path
+
+
+class OutputKind:
+    name: str = ""
+    live = False  # a live system: live-boot in the root, kernel and initrd copied out
+    bootable = False  # the boot test can boot it
+    holds_root = False  # the root is built inside the output itself
+    directory = False  # the output is a directory
+
+    def problems(self, path: str) -> list[str]:
+        """What is wrong with the path given to --NAME, before the build."""
+        final = Path(path)
+        if self.directory:
+            if final.exists() and not final.is_dir():
+                return [f"--{self.name}: {path} exists and is not a directory"]
+        elif final.is_dir():
+            return [f"--{self.name}: {path} is a directory: give a file name"]
+        elif final.exists() and not final.is_file():
+            return [f"--{self.name}: {path} exists and is not a regular file; "
+                    "vmdebootstrap only writes regular files"]
+        return []
+
+    def write(self, job: Job) -> list[Path]:
+        """Write the output from job.root; return what was published."""
+        raise NotImplementedError(f"--{self.name} is not written from a finished root")
+
+
+class Tarball(OutputKind):
+    name = "tarball"
+
+    def write(self, job: Job) -> list[Path]:
+        targets, runner = job.plan.targets, job.runner
+        final = targets.path
+        with staged_file(final, check=lambda p: files.check_tarball(runner, p, final.name)) \
+                as tmp:
+            files.write_tarball(runner, job.root, tmp, final.name, job.plan.epoch)
+        return [final, *write_pkglist(job)]
+
+
+class Squash(OutputKind):
+    name = "squash"
+    live = True
+    directory = True
+
+    def write(self, job: Job) -> list[Path]:
+        final = job.plan.targets.path
+        with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d)) as stage:
+            files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression)
+        return [final]
+
+
+class Iso(OutputKind):
+    name = "iso"
+    live = True
+    bootable = True
+
+    def write(self, job: Job) -> list[Path]:
+        plan, runner = job.plan, job.runner
+        spec = plan.iso
+        assert spec is not None
+        spec = _with_epoch(spec, plan.epoch)
+        final, kept = plan.targets.path, plan.targets.squash_dir
+        with contextlib.ExitStack() as stack:
+            if kept is not None:
+                # The user keeps the squash directory too; it appears only if
+                # the ISO made from it does (the inner publish goes first).
+                squash_dir = stack.enter_context(
+                    staged_dir(kept, check=lambda d: files.check_squash_dir(runner, d)))
+            else:
+                squash_dir = job.work / "live"
+                squash_dir.mkdir()
+            files.write_squash_dir(runner, job.root, squash_dir, plan.targets.compression)
+            iso.check_room_for_iso(squash_dir, final)
+            scratch = job.work / "iso"
+            scratch.mkdir()
+            with staged_file(final, check=lambda p: iso.check_iso(runner, p, plan.arch)) as tmp:
+                iso.build_iso(runner, spec, squash_dir, tmp, scratch)
+        return [final, *([kept] if kept else []), *write_pkglist(job)]
+
+
+class Image(OutputKind):
+    name = "image"
+    bootable = True
+    holds_root = True
+
+
+def _with_epoch(spec: iso.IsoSpec, epoch: int | None) -> iso.IsoSpec:
+    return dataclasses.replace(spec, source_date_epoch=epoch)
+
+
+def write_pkglist(job: Job) -> list[Path]:
+    dest = job.plan.targets.pkglist
+    if dest is None:
+        return []
+    return publish_pkglist(dest, files.package_list(job.runner, job.root))
+
+
+def publish_pkglist(dest: Path | None, listing: str) -> list[Path]:
+    """--pkglist: the installed packages, beside the output."""
+    if dest is None:
+        return []
+    with staged_file(dest) as tmp:
+        tmp.write_text(listing)
+    return [dest]
+
+
+KINDS: Mapping[str, OutputKind] = {k.name: k for k in (Image(), Tarball(), Squash(), Iso())}
+assert tuple(KINDS) == OUTPUT_KINDS, "the option table and the output kinds disagree"
+
+
+def given(s: Settings) -> list[tuple[OutputKind, str]]:
+    """The output kinds the settings name, with their paths."""
+    return [(KINDS[name], getattr(s, name)) for name in OUTPUT_KINDS
+            if getattr(s, name) is not None]
+
+
+def chown_outputs(paths: list[Path], owner: str | None) -> None:
+    """--owner: the outputs (and a squash directory's files) to that user."""
+    if not owner:
+        return
+    pw = pwd.getpwnam(owner)
+    for path in paths:
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+        if path.is_dir():
+            for child in path.iterdir():
+                os.chown(child, pw.pw_uid, pw.pw_gid)
+
