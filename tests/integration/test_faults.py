@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -424,7 +425,8 @@ def interrupted(fx: Fx, build: Started, sig: signal.Signals, *outputs: Path,
                 cache: Path | None = SESSION_CACHE) -> Run:
     build.send(sig)
     run = build.finish()
-    fx.failed_clearly(run, f"interrupted by {sig.name}", code=130)
+    code = 129 if sig == signal.SIGHUP else 130
+    fx.failed_clearly(run, f"interrupted by {sig.name}", code=code)
     fx.left_nothing(*outputs, cache=cache)
     return run
 
@@ -433,6 +435,8 @@ def interrupted(fx: Fx, build: Started, sig: signal.Signals, *outputs: Path,
     (signal.SIGINT, r"\+ mmdebstrap --mode"),  # as it starts
     (signal.SIGINT, r"mmdebstrap: I: installing essential packages"),  # mounts up
     (signal.SIGTERM, r"mmdebstrap: I: installing essential packages"),
+    # A dropped ssh session: the most common way a long build dies.
+    (signal.SIGHUP, r"mmdebstrap: I: installing essential packages"),
 ])
 def test_signal_during_bootstrap(fx: Fx, sig: signal.Signals, when: str) -> None:
     out = fx.base / "root.tar"
@@ -668,6 +672,30 @@ def test_disk_too_small_for_the_squashfs(fx: Fx) -> None:
         run, _ = fx.run(*LIVE, "--squash", str(out))
         fx.failed_clearly(run, "free space")
         fx.left_nothing(out)
+
+
+def test_iso_rebuild_without_room_keeps_the_first_iso(fx: Fx) -> None:
+    """The new ISO is staged beside the old one: where there is no room for
+    both, the rebuild stops before xorriso with a clear message, and the
+    first ISO stays bit for bit, with nothing beside it."""
+    first = fx.base / "first.iso"
+    run, _ = fx.run(*LIVE, "--iso", str(first), "--squash-compression", "lz4",
+                    "--cache-dir", str(SESSION_CACHE))
+    assert run.returncode == 0, run.stderr
+    size = first.stat().st_size
+    with fx.tmpfs("isofs", f"{(size >> 20) + 32}M") as where:
+        out = where / "live.iso"
+        shutil.copyfile(first, out)
+        before = hashlib.sha256(out.read_bytes()).hexdigest()
+        run, _ = fx.run(*LIVE, "--iso", str(out), "--squash-compression", "lz4",
+                        "--cache-dir", str(SESSION_CACHE))
+        fx.failed_clearly(run, "--iso: not enough free space", str(where),
+                          "previous live.iso is kept")
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == before
+        assert [p.name for p in where.iterdir()] == ["live.iso"]
+        out.unlink()
+        fx.left_nothing(out)
+    first.unlink()
 
 
 # --- two builds, one cache ------------------------------------------------------------------

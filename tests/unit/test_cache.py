@@ -14,7 +14,7 @@ import pytest
 
 from vmdebootstrap.host.run import RecordingRunner, Result
 from vmdebootstrap.plan import Plan
-from vmdebootstrap.root.cache import Cache, CacheKey, explain_miss, make_key
+from vmdebootstrap.root.cache import Cache, CacheKey, MirrorRelease, explain_miss, make_key
 
 PlanOf = Callable[..., Plan]
 
@@ -148,6 +148,99 @@ def test_lock_serialises_writers(tmp_path: Path) -> None:
         assert waited > 0.3, "the second writer did not wait for the first"
     finally:
         proc.join(5)
+
+
+def _restore_slowly(path: str, seconds: float) -> None:
+    """A reader: holds the shared lock as a restore does."""
+    cache = Cache(Path(path))
+    with cache.locked(shared=True):
+        time.sleep(seconds)
+
+
+def test_eviction_waits_for_a_restore_in_progress(tmp_path: Path) -> None:
+    """An entry is never deleted under a build that is restoring it."""
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    proc = multiprocessing.get_context("fork").Process(
+        target=_restore_slowly, args=(str(cache.path), 1.0))
+    proc.start()
+    try:
+        fd = os.open(cache.path / ".lock", os.O_RDWR | os.O_CREAT)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # wait until the reader holds it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                time.sleep(0.02)
+            except BlockingIOError:
+                break
+        # Other readers are not held up ...
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        # ... but a writer (eviction) waits for the reader.
+        started = time.monotonic()
+        with cache.locked():
+            waited = time.monotonic() - started
+        assert waited > 0.3, "eviction did not wait for the restore"
+    finally:
+        proc.join(5)
+
+
+def test_restore_if_cached_reads_under_the_shared_lock(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    key = CacheKey((("distribution", "bookworm"), ("arch", "amd64")))
+    tarball, meta = cache._entry(key)
+    tarball.write_bytes(b"tar")
+    meta.write_text("{}")
+    held: list[bool] = []
+
+    class Probe(RecordingRunner):
+        def run(self, argv: Any, **kw: Any) -> Result:
+            fd = os.open(cache.path / ".lock", os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+            finally:
+                os.close(fd)
+            return super().run(argv, **kw)
+
+    runner = Probe()
+    assert cache.restore_if_cached(runner, key, tmp_path / "root") == "hit"
+    assert runner.calls[0][:2] == ["tar", "--extract"]
+    assert held == [True]
+    other = CacheKey((("distribution", "trixie"), ("arch", "amd64")))
+    assert cache.restore_if_cached(runner, other, tmp_path) == "no cached root for trixie amd64 yet"
+
+
+def test_one_release_fetch_serves_the_epoch_and_the_key() -> None:
+    fetched: list[tuple[str, str]] = []
+
+    def fetch(mirror: str, suite: str) -> bytes:
+        fetched.append((mirror, suite))
+        return b"Date: Sat, 10 Jun 2023 09:46:28 UTC\n"
+
+    release = MirrorRelease("http://mirror.example/debian", "bookworm", fetch)
+    assert release.data() is release.data()
+    assert fetched == [("http://mirror.example/debian", "bookworm")]
+
+
+def test_store_leaves_no_staging_files(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    runner = RecordingRunner()
+
+    def failing_tar(argv: list[str], **kw: Any) -> Result:
+        Path(argv[argv.index("--file") + 1]).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    runner.run = failing_tar  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        cache.store(runner, CacheKey((("n", "1"),)), tmp_path)
+    assert list(cache.roots.iterdir()) == []
 
 
 def test_publish_debs_adds_only_new_files_atomically(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -299,6 +300,37 @@ def test_interrupt_exits_130(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch,
     result = run_cli("--tarball", "root.tar")
     assert result.code == 130
     assert "interrupted" in result.err
+
+
+INSTALL_SIGNAL_HANDLERS = cli._install_signal_handlers  # no_build replaces it
+
+
+def test_sighup_unwinds_and_exits_129(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch,
+                                      no_build: list[Plan]) -> None:
+    """A hang-up (the ssh session of a long build dropped) reaches the build
+    as an exception, so every context manager unwinds, as for Ctrl-C."""
+    unwound: list[str] = []
+
+    def hung_up(plan: Plan, runner: object) -> None:
+        try:
+            signal.raise_signal(signal.SIGHUP)
+        finally:
+            unwound.append("teardown ran")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(build_module, "build", hung_up)
+    monkeypatch.setattr(cli, "_install_signal_handlers", INSTALL_SIGNAL_HANDLERS)
+    old = {sig: signal.getsignal(sig) for sig in cli.STOP_SIGNALS}
+    try:
+        result = run_cli("--tarball", "root.tar")
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    assert result.code == 129
+    assert unwound == ["teardown ran"]
+    errors = [line for line in result.err.splitlines() if "error" in line]
+    assert errors == ["vmdebootstrap: error: interrupted by SIGHUP; everything the build had "
+                      "set up was undone"]
 
 
 # --- random input: exit 0 or 2, never a traceback -----------------------------------------
