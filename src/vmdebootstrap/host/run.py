@@ -225,12 +225,7 @@ class _Output:
 
 
 def _child_env(args: Sequence[str], env: Mapping[str, str] | None) -> dict[str, str]:
-    child_env = base_env(env)
-    if Path(args[0]).name == "chroot" and not (env and "TMPDIR" in env):
-        # The host's TMPDIR does not exist inside the root: mktemp in
-        # mkinitramfs and friends would fail there.
-        child_env.pop("TMPDIR", None)
-    return child_env
+    return base_env(env)
 
 
 def _spawn(args: Sequence[str], *, stdin: bool, capture: bool, env: Mapping[str, str],

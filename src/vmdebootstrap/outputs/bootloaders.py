@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.host.chroot import chroot_argv
+from vmdebootstrap.host.chroot import chroot_argv, chroot_env
 from vmdebootstrap.host.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
@@ -236,12 +236,13 @@ def install_grub(runner: Runner, root: Path, *, arch: str, use_uefi: bool, disk:
     (grub_d / "vmdebootstrap.cfg").write_text(default_text)
     selections = grub_debconf(arch, use_uefi)
     if selections:
-        runner.run(chroot_argv(root, ["debconf-set-selections"]), input=selections.encode(),
+        runner.run(chroot_argv(root, ["debconf-set-selections"]), env=chroot_env(),
+                   input=selections.encode(),
                    label="debconf", what="setting grub's debconf answers failed")
     for argv in grub_install_argvs(arch, use_uefi, disk):
-        runner.run(chroot_argv(root, argv), label="grub-install",
+        runner.run(chroot_argv(root, argv), env=chroot_env(), label="grub-install",
                    what="installing grub failed")
-    runner.run(chroot_argv(root, UPDATE_GRUB), label="grub-mkconfig",
+    runner.run(chroot_argv(root, UPDATE_GRUB), env=chroot_env(), label="grub-mkconfig",
                what="writing grub.cfg failed")
 
 
@@ -298,6 +299,7 @@ def install_extlinux(runner: Runner, root: Path, conf_text: str) -> None:
                          "extlinux and syslinux-common (--package extlinux)")
     (root / EXTLINUX_DIR).mkdir(parents=True, exist_ok=True)
     runner.run(chroot_argv(root, ["extlinux", "--install", "/" + EXTLINUX_DIR]),
+               env=chroot_env(),
                label="extlinux", what="installing extlinux failed")
     (root / EXTLINUX_DIR / "extlinux.conf").write_text(conf_text)
 

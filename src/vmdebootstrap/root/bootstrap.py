@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmdebootstrap.host.chroot import chroot_argv
+from vmdebootstrap.host.chroot import chroot_argv, chroot_env
 from vmdebootstrap.host.resources import chroot_mounts, daemons_blocked
 from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.intent.plan import Plan
@@ -82,6 +82,7 @@ def bootstrap(plan: Plan, runner: Runner, root: Path, extra: Sequence[str] = ())
             assert plan.foreign is not None
             install_handler(plan, root)
             runner.run(chroot_argv(root, ["/debootstrap/debootstrap", "--second-stage"]),
+                       env=chroot_env(),
                        label="debootstrap", what="debootstrap's second stage failed")
     except CommandError as exc:
         _show_debootstrap_log(root, exc)
@@ -93,9 +94,10 @@ def bootstrap(plan: Plan, runner: Runner, root: Path, extra: Sequence[str] = ())
         (root / "tmp" / deb.name).write_bytes(deb.read_bytes())
     with chroot_mounts(runner, root), daemons_blocked(root):
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        runner.run(chroot_argv(root, ["apt-get", *APT_QUIET, "update"]), env=env,
+        runner.run(chroot_argv(root, ["apt-get", *APT_QUIET, "update"]), env=chroot_env(env),
                    label="apt", what="apt-get update in the root failed")
-        runner.run(chroot_argv(root, apt_install_argv([*plan.packages, *debs])), env=env,
+        runner.run(chroot_argv(root, apt_install_argv([*plan.packages, *debs])),
+                   env=chroot_env(env),
                    label="apt", what="installing packages failed")
     for deb in plan.custom_debs:
         (root / "tmp" / deb.name).unlink(missing_ok=True)

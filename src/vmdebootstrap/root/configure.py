@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from vmdebootstrap.host.chroot import chroot_argv
+from vmdebootstrap.host.chroot import chroot_argv, chroot_env
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.plan import Plan
 
@@ -98,13 +98,15 @@ def configure_accounts(plan: Plan, runner: Runner, root: Path) -> None:
         _edit_shadow(root, "root", lock=True)
     for user in system.users:
         runner.run(chroot_argv(root, ["useradd", "--create-home", "--shell", "/bin/bash",
-                                      user.name]), what=f"creating user {user.name} failed")
+                                      user.name]), env=chroot_env(),
+                   what=f"creating user {user.name} failed")
         if user.password_hash is None:
             _edit_shadow(root, user.name, password="", expire=True)
         else:
             _edit_shadow(root, user.name, password=user.password_hash)
         if system.sudo:
             runner.run(chroot_argv(root, ["usermod", "-a", "-G", "sudo", user.name]),
+                       env=chroot_env(),
                        what=f"adding {user.name} to the sudo group failed")
 
 
@@ -240,7 +242,7 @@ def update_initramfs(plan: Plan, runner: Runner, root: Path) -> None:
         return
     if not (root / "usr/sbin/update-initramfs").exists():
         return
-    runner.run(chroot_argv(root, ["update-initramfs", "-u", "-k", "all"]),
+    runner.run(chroot_argv(root, ["update-initramfs", "-u", "-k", "all"]), env=chroot_env(),
                label="initramfs", what="updating the initramfs failed")
 
 
