@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks import commands as cmd
 from benchmarks.harness import CommandFailed, Runner, Timing, drop, say
-from vmdebootstrap.root.cache import file_sha256
+from vmdebootstrap.host.digest import file_sha256
 
 HOOK = """\
 #!/bin/sh

@@ -14,7 +14,6 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from vmdebootstrap.errors import (
     NoSpace,
     UsageError,
     VmdebootstrapError,
+    exception_chain,
 )
 from vmdebootstrap.host.run import CommandError
 from vmdebootstrap.outputs.kinds import KINDS
@@ -57,15 +57,6 @@ BOOTSTRAP_COMMANDS = ("mmdebstrap", "debootstrap", "apt-get")
 
 
 # --- explaining failures ----------------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
 
 
 def _lines(e: BaseException) -> list[str]:
@@ -145,7 +136,7 @@ def _gib(value: float) -> str:
 
 
 def _enospc_message(exc: BaseException, work: Path | None, plan: Plan | None) -> str:
-    paths = [p for e in _chain(exc) for p in _enospc_paths(e)]
+    paths = [p for e in exception_chain(exc) for p in _enospc_paths(e)]
     for option, final, directory in _output_places(plan):
         if any(_under(p, directory) for p in paths):
             if option == "log":
@@ -175,7 +166,7 @@ def _mirror_of(plan: Plan | None, lines: list[str]) -> str:
 
 
 def _mirror_message(exc: BaseException, plan: Plan | None) -> str | None:
-    boot = [e for e in _chain(exc) if _is_bootstrap(e)]
+    boot = [e for e in exception_chain(exc) if _is_bootstrap(e)]
     lines = [line for e in boot for line in _lines(e)]
     if not lines:
         return None
@@ -200,7 +191,7 @@ def _mirror_message(exc: BaseException, plan: Plan | None) -> str | None:
 
 
 def _output_message(exc: BaseException, plan: Plan | None) -> str | None:
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if not isinstance(e, OSError) or e.filename is None:
             continue
         name = Path(os.path.abspath(os.fsdecode(e.filename)))
@@ -233,7 +224,7 @@ def explain(exc: BaseException, work: Path | None,
     if isinstance(exc, NoSpace):  # already says which size or space to change
         return None
     message: str | None = None
-    if any(_is_enospc(e) for e in _chain(exc)):
+    if any(_is_enospc(e) for e in exception_chain(exc)):
         message = _enospc_message(exc, work, plan)
     if message is None:
         message = _mirror_message(exc, plan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 
 
 class VmdebootstrapError(Exception):
@@ -47,3 +48,13 @@ class Interrupted(VmdebootstrapError):
         super().__init__(message)
         if signum == signal.SIGHUP:
             self.exit_code = 128 + signal.SIGHUP
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it, outermost first; each once."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__

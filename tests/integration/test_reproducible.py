@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.integration.conftest import EXAMPLES, vmdebootstrap
-from vmdebootstrap.root.cache import file_sha256 as sha256
+from vmdebootstrap.host.digest import file_sha256 as sha256
 
 EPOCH = "1700000000"
 

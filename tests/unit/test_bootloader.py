@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.host.run import CommandError, Result
 from vmdebootstrap.outputs import bootloaders as bl
 from vmdebootstrap.outputs import image
 from vmdebootstrap.outputs import partitions as disk

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from tests.unit.conftest import MIRROR
 from vmdebootstrap.host import resources
-from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.host.run import CommandError, Result
 from vmdebootstrap.plan import Plan
 from vmdebootstrap.root import bootstrap as bs
 from vmdebootstrap.root.bootstrap import (

@@ -553,7 +553,7 @@ def test_qemu_context_kills_on_interrupt() -> None:
 
 
 def test_disk_header_decodes_qcow2_with_qemu_img(tmp_path: Path) -> None:
-    from vmdebootstrap.host.run import RecordingRunner
+    from tests.fakes import RecordingRunner
 
     image = tmp_path / "d.qcow2"
     image.write_bytes(b"QFI\xfb" + b"\0" * 100)

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap import build as build_module
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host import resources
-from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.host.run import CommandError, Result
 from vmdebootstrap.outputs import files as outputs
 from vmdebootstrap.plan import Plan
 from vmdebootstrap.root import bootstrap as bs

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from vmdebootstrap.host.run import RecordingRunner, Result
+from tests.fakes import RecordingRunner
+from vmdebootstrap.host.run import Result
 from vmdebootstrap.plan import Plan
 from vmdebootstrap.root.cache import Cache, CacheKey, MirrorRelease, explain_miss, make_key
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from tests.unit.conftest import MIRROR, SECRET
-from vmdebootstrap.host.run import RecordingRunner, Result
+from vmdebootstrap.host.run import Result
 from vmdebootstrap.plan import Plan
 from vmdebootstrap.root import configure as cf
 from vmdebootstrap.root.configure import _edit_shadow

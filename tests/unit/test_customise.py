@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError, UsageError
-from vmdebootstrap.host.run import CommandError, CommandTimeout, RecordingRunner, Result
+from vmdebootstrap.host.run import CommandError, CommandTimeout, Result
 from vmdebootstrap.root import hook as customise
 from vmdebootstrap.root.hook import (
     DAEMON_BLOCK_MARKER,

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from tests.unit.conftest import parse
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError
-from vmdebootstrap.host.run import CommandError, RecordingRunner, Result
+from vmdebootstrap.host.run import CommandError, Result
 from vmdebootstrap.outputs import image
 from vmdebootstrap.outputs import partitions as disk
 from vmdebootstrap.outputs.partitions import (

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError, NoSpace, UsageError
 from vmdebootstrap.host.publish import staged_file
-from vmdebootstrap.host.run import RecordingRunner
-from vmdebootstrap.outputs import iso, isomenu
+from vmdebootstrap.outputs import installer, iso, isomenu
 
 # ---- validation -------------------------------------------------------------------------
 
@@ -387,13 +387,13 @@ def _gpgv_ok() -> RecordingRunner:
 
 
 def test_parse_sha256sums() -> None:
-    sums = iso.parse_sha256sums(_sums(FILES).decode() + "garbage line\n")
+    sums = installer.parse_sha256sums(_sums(FILES).decode() + "garbage line\n")
     assert sums["cdrom/gtk/initrd.gz"] == _sha(b"gtk initrd")
     assert len(sums) == 4
 
 
 def test_parse_release_sha256_only_reads_sha256_section() -> None:
-    listed = iso.parse_release_sha256(_release(b"abc").decode())
+    listed = installer.parse_release_sha256(_release(b"abc").decode())
     assert listed[f"{IMAGES}/SHA256SUMS"] == (_sha(b"abc"), 3)
     assert "main/binary-amd64/Packages" in listed
 
@@ -402,7 +402,7 @@ def test_fetch_installer_verifies_chain(tmp_path: Path) -> None:
     mirror = FakeMirror(FILES)
     runner = _gpgv_ok()
     dest = tmp_path / "install.amd"
-    iso.fetch_installer(runner, _spec(), dest, tmp_path, fetch=mirror,
+    installer.fetch_installer(runner, _spec(), dest, tmp_path, fetch=mirror,
                         keyring=Path("/k.gpg"))
     assert (dest / "vmlinuz").read_bytes() == b"kernel"
     assert (dest / "gtk/initrd.gz").read_bytes() == b"gtk initrd"
@@ -416,32 +416,33 @@ def test_fetch_installer_rejects_tampered_file(tmp_path: Path) -> None:
     mirror = FakeMirror(FILES)
     mirror.urls[next(u for u in mirror.urls if u.endswith("cdrom/gtk/vmlinuz"))] = b"evil"
     with pytest.raises(BuildError, match="SHA256 mismatch"):
-        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
 
 
 def test_fetch_installer_rejects_sums_not_matching_release(tmp_path: Path) -> None:
     mirror = FakeMirror(FILES, release=_release(b"other sums"))
     with pytest.raises(BuildError, match="SHA256SUMS: SHA256 mismatch"):
-        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
 
 
 def test_fetch_installer_needs_sums_listed_in_release(tmp_path: Path) -> None:
     mirror = FakeMirror(FILES, release=b"SHA256:\n")
     with pytest.raises(BuildError, match="does not list"):
-        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
 
 
 def test_fetch_installer_needs_valid_signature(tmp_path: Path) -> None:
     runner = RecordingRunner({"gpgv": "[GNUPG:] NEWSIG\n"})
     with pytest.raises(BuildError, match="signature"):
-        iso.fetch_installer(runner, _spec(), tmp_path / "d", tmp_path, fetch=FakeMirror(FILES))
+        installer.fetch_installer(runner, _spec(), tmp_path / "d", tmp_path,
+                                  fetch=FakeMirror(FILES))
 
 
 def test_fetch_installer_needs_every_file_listed(tmp_path: Path) -> None:
     partial = {k: v for k, v in FILES.items() if "gtk" not in k}
     mirror = FakeMirror(FILES, sums=_sums(partial))
     with pytest.raises(BuildError, match="cdrom/gtk/vmlinuz"):
-        iso.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
+        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
 
 
 def test_failed_gpgv_propagates(tmp_path: Path) -> None:
@@ -450,7 +451,8 @@ def test_failed_gpgv_propagates(tmp_path: Path) -> None:
             raise BuildError("gpgv failed")
 
     with pytest.raises(BuildError, match="gpgv failed"):
-        iso.fetch_installer(Failing(), _spec(), tmp_path / "d", tmp_path, fetch=FakeMirror(FILES))
+        installer.fetch_installer(Failing(), _spec(), tmp_path / "d", tmp_path,
+                                  fetch=FakeMirror(FILES))
 
 
 # ---- the whole build with faked tools -----------------------------------------------------

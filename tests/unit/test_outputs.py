@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.host.run import RecordingRunner, Result
+from vmdebootstrap.host.run import Result
 from vmdebootstrap.outputs import files as outputs
 from vmdebootstrap.outputs.files import (
     MIN_SQUASHFS,

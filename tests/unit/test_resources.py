@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host import resources
 from vmdebootstrap.host.resources import (
@@ -28,7 +29,7 @@ from vmdebootstrap.host.resources import (
     temp_dir,
     unmount_under,
 )
-from vmdebootstrap.host.run import RecordingRunner, Result
+from vmdebootstrap.host.run import Result
 
 # The shape of /proc/self/mountinfo on a Debian host while a build runs in
 # "/srv/build dir" (a space, escaped as \040 by the kernel).

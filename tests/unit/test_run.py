@@ -18,6 +18,7 @@ from types import FrameType
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host.run import (
     STOP_SIGNALS,
@@ -25,7 +26,6 @@ from vmdebootstrap.host.run import (
     CommandError,
     CommandTimeout,
     Masker,
-    RecordingRunner,
     Result,
     SubprocessRunner,
     base_env,

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmdebootstrap.errors import BuildError, Interrupted, NoSpace
+from vmdebootstrap.errors import BuildError, Interrupted, NoSpace, exception_chain
 from vmdebootstrap.host.publish import scratch_file, staged_file
 from vmdebootstrap.host.resources import (
     chroot_mounts,
@@ -279,16 +279,12 @@ def fs_usage(path: Path) -> Usage | None:
 
 
 def _says_enospc(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
             return True
         lines = [str(e), *(e.tail if isinstance(e, CommandError) else [])]
         if any(t in line for t in ENOSPC_TEXTS for line in lines):
             return True
-        e = e.__cause__ or e.__context__
     return False
 
 

@@ -87,9 +87,6 @@ class Layout:
     def get(self, role: str) -> Partition | None:
         return next((p for p in self.partitions if p.role == role), None)
 
-    @property
-    def parted_label(self) -> str:
-        return "msdos" if self.label == "dos" else "gpt"
 
 
 def _mib(nbytes: int) -> int:

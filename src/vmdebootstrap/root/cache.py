@@ -24,6 +24,7 @@ from pathlib import Path
 
 from vmdebootstrap import __version__
 from vmdebootstrap.errors import MirrorError
+from vmdebootstrap.host.digest import file_sha256
 from vmdebootstrap.host.publish import staged_file
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import Plan
@@ -76,14 +77,6 @@ class MirrorRelease:
         if self._data is None:
             self._data = self._fetch(self.mirror, self.suite)
         return self._data
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_key(plan: Plan, release: bytes, tool_version: str) -> CacheKey:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, UsageError
 from vmdebootstrap.host import resources
-from vmdebootstrap.host.run import CommandError, CommandTimeout, Runner
+from vmdebootstrap.host.run import CommandError, CommandTimeout, Runner, format_tail
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -140,9 +140,7 @@ def _execute(runner: Runner, hook: Path, root: Path, output_name: str, env: Hook
 
 
 def _tail(error: CommandError) -> str:
-    if not error.tail:
-        return ""
-    return "\n  last output:\n" + "\n".join("    " + line for line in error.tail)
+    return "\n  last output:\n" + format_tail(error.tail) if error.tail else ""
 
 
 def after_hook(runner: Runner, root: Path, *,
