@@ -18,6 +18,7 @@ from tests.unit.conftest import MIRROR, SECRET, parse
 from vmdebootstrap import plan as plan_module
 from vmdebootstrap.errors import UsageError
 from vmdebootstrap.intent.options import OPTIONS, Kind
+from vmdebootstrap.outputs.kinds import KINDS
 from vmdebootstrap.plan import KERNELS, Host, Plan, make_plan
 
 PlanOf = Callable[..., Plan]
@@ -59,18 +60,25 @@ def test_two_outputs_refused(problems_of: ProblemsOf, out: Path, first: str,
 def test_squash_may_accompany_iso(plan_of: PlanOf, out: Path) -> None:
     plan = plan_of("--iso", str(out / "live.iso"), "--squash", str(out / "live"))
     assert plan.output == "iso"
-    assert plan.bootable
+    assert KINDS[plan.output].bootable
+    assert plan.targets.path == out / "live.iso"
+    assert plan.targets.squash_dir == out / "live"
 
 
-@pytest.mark.parametrize(("option", "name", "bootable"), [
-    ("--image", "disk.img", True), ("--tarball", "root.tar.xz", False),
-    ("--squash", "live", True), ("--iso", "live.iso", True),
+# A live output boots from a squashfs (live-boot); a bootable one can be booted
+# as it is (--boot-test).  Each boots with a kernel.
+@pytest.mark.parametrize(("option", "name", "live", "bootable"), [
+    ("--image", "disk.img", False, True), ("--tarball", "root.tar.xz", False, False),
+    ("--squash", "live", True, False), ("--iso", "live.iso", True, True),
 ])
 def test_each_output_alone(plan_of: PlanOf, out: Path, option: str, name: str,
-                           bootable: bool) -> None:
+                           live: bool, bootable: bool) -> None:
     plan = plan_of(option, str(out / name), "--size", "3G")
     assert plan.output == option.lstrip("-")
-    assert plan.bootable is bootable
+    assert KINDS[plan.output].live is live
+    assert KINDS[plan.output].bootable is bootable
+    assert plan.targets.kind == plan.output and plan.targets.path == out / name
+    assert plan.kernel_package == "linux-image-amd64"
 
 
 def test_missing_output_directory_refused(problems_of: ProblemsOf, tmp_path: Path) -> None:
@@ -540,7 +548,7 @@ def test_bad_user_refused_without_the_password(problems_of: ProblemsOf, value: s
 
 def test_users(plan_of: PlanOf) -> None:
     plan = plan_of("--tarball", TARBALL, "--user", f"alice/{SECRET}", "--user", "bob/")
-    alice, bob = plan.users
+    alice, bob = plan.system.users
     assert alice.name == "alice" and alice.password_hash and SECRET not in alice.password_hash
     assert bob.name == "bob" and bob.empty_password
     assert SECRET not in repr(plan)
@@ -565,7 +573,8 @@ def test_root_password_with_lock_refused(problems_of: ProblemsOf) -> None:
 
 def test_root_password_is_hashed(plan_of: PlanOf) -> None:
     plan = plan_of("--tarball", TARBALL, "--root-password", SECRET)
-    assert plan.root_password_hash and SECRET not in plan.root_password_hash
+    assert plan.system.root_password_hash
+    assert SECRET not in plan.system.root_password_hash
 
 
 def test_networkd_off_needs_initramfs(problems_of: ProblemsOf) -> None:
@@ -583,7 +592,7 @@ def hook(path: Path, body: str = "#!/bin/sh\nexit 0\n", mode: int = 0o755) -> Pa
 
 def test_hook_found_relative_to_cwd(plan_of: PlanOf, host: Host) -> None:
     script = hook(host.cwd / "hooks" / "live.sh")
-    assert plan_of("--tarball", TARBALL, "--customize", "hooks/live.sh").hook == script
+    assert plan_of("--tarball", TARBALL, "--customize", "hooks/live.sh").system.hook == script
 
 
 def test_hook_missing_refused(problems_of: ProblemsOf) -> None:
@@ -685,14 +694,14 @@ def test_debian_cd_call(plan_of: PlanOf, host: Host) -> None:
     assert plan.output == "squash"
     assert plan.distribution == "bookworm" and plan.arch == "amd64"
     assert plan.mirror == MIRROR and plan.apt_mirror == "http://image.example/debian"
-    assert plan.hook == script
-    assert [u.name for u in plan.users] == ["user"]
+    assert plan.system.hook == script
+    assert [u.name for u in plan.system.users] == ["user"]
     assert plan.packages == ("linux-image-amd64", "live-boot", "sudo", "acpid",
                              "systemd-resolved")
     s = plan.settings
     assert s.owner == "builder" and s.verbose and s.lock_root_password and s.enable_dhcp
     assert s.log == "x.log" and s.log_level == "debug"
-    assert plan.root_password_hash is None
+    assert plan.system.root_password_hash is None
 
 
 @pytest.mark.parametrize(("flag", "field", "value"), [

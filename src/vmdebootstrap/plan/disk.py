@@ -1,0 +1,88 @@
+"""Disk images: UEFI, the bootloader and its packages, filesystems, sizes and
+the partition layout."""
+
+from __future__ import annotations
+
+from vmdebootstrap.intent.plan import DiskSpec, ImageSpec
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.outputs.bootloaders import bootloader_packages
+from vmdebootstrap.outputs.partitions import layout_problems
+from vmdebootstrap.plan.findings import Findings
+from vmdebootstrap.plan.target import Target
+
+UEFI_ARCHES = ("amd64", "i386", "arm64", "armhf")
+MiB = 1024**2
+MIN_SWAP = 256 * MiB
+
+
+def check_disk(s: Settings, target: Target, output: str, variant: str | None,
+               found: Findings) -> None:
+    problems = uefi_problems(s, target)
+    if output == "image":
+        problems += image_problems(s, target) + size_problems(s, variant)
+    elif s.convert_qcow2:
+        problems.append("--convert-qcow2 only applies to --image")
+    found.problems.extend(problems)
+    if output == "image" and target.known_arch and not problems:
+        found.problems.extend(layout_problems(DiskSpec.from_settings(s, target.arch)))
+
+
+def uefi_problems(s: Settings, target: Target) -> list[str]:
+    if not s.use_uefi:
+        return []
+    arch, problems = target.arch, []
+    if arch not in UEFI_ARCHES:
+        problems.append(f"--use-uefi: no UEFI grub for {arch} (UEFI is supported on "
+                        f"{', '.join(UEFI_ARCHES)})")
+    if s.bootloader != "grub":
+        problems.append("--use-uefi needs --grub (not --extlinux or --no-grub)")
+    if s.bootoffset:
+        problems.append("--bootoffset cannot be combined with --use-uefi")
+    if target.codename == "wheezy" and arch != "amd64":
+        problems.append(f"--use-uefi: wheezy supports UEFI only on amd64, not {arch}")
+    return problems
+
+
+def image_problems(s: Settings, target: Target) -> list[str]:
+    """What the bootloader and filesystems of an image cannot do."""
+    problems = []
+    if target.arch == "arm64" and not s.use_uefi:
+        problems.append("--image for arm64 needs --use-uefi (arm64 boots with UEFI)")
+    if target.codename == "wheezy" and s.roottype == "ext4":
+        problems.append("--roottype ext4: wheezy images using ext4 will not boot; "
+                        "use --roottype ext3")
+    if s.bootloader == "extlinux" and s.roottype == "btrfs":
+        problems.append("--roottype btrfs cannot be used with --extlinux")
+    if s.swap is not None and s.swap < MIN_SWAP:
+        problems.append("--swap: at least 256MiB")
+    return problems
+
+
+def size_problems(s: Settings, variant: str | None) -> list[str]:
+    """--size against a rough floor (bookworm: ~250 MB minbase, ~400 MB default,
+    ~300 MB for a kernel); a build that still fills the image says so clearly."""
+    need = (250 if variant == "minbase" else 400) * MiB
+    if not s.no_kernel:
+        need += 300 * MiB
+    extra = (s.bootsize or 0) + (s.swap or 0) + (s.bootoffset or 0)
+    extra += s.esp_size if s.use_uefi else 0
+    total = need + extra
+    if s.size >= total:
+        return []
+    return [f"--size: {s.size} bytes is too small; this build needs at least "
+            f"{-(-total // MiB)} MiB (e.g. --size {-(-total // 10**9)}G)"]
+
+
+def boot_packages(s: Settings, arch: str, output: str) -> list[str]:
+    """What an image's bootloader and filesystems need in the root."""
+    if output != "image" or (s.use_uefi and arch not in UEFI_ARCHES):
+        return []  # no UEFI grub for arch: uefi_problems says so
+    return bootloader_packages(arch, s.bootloader, s.use_uefi, s.roottype,
+                               s.boottype if s.bootsize else None)
+
+
+def image_spec_of(s: Settings, arch: str, output: str) -> ImageSpec | None:
+    if output != "image":
+        return None
+    return ImageSpec(DiskSpec.from_settings(s, arch), mbr=s.mbr, sparse=s.sparse,
+                     qcow2=s.convert_qcow2)

@@ -1,0 +1,78 @@
+"""Live ISO images: the architectures, the volume id, the splash, the
+installer entries, and the host tools xorriso and grub need."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from vmdebootstrap.intent.plan import IsoSpec
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.outputs import iso
+from vmdebootstrap.plan.findings import Findings
+from vmdebootstrap.plan.system import serial_tty_of
+from vmdebootstrap.plan.target import Target
+
+ISO_ARCHES = ("amd64", "i386", "arm64")
+ISO_ONLY = ("installer", "splash", "preseed")
+
+
+def check_iso(s: Settings, target: Target, mirror: str, output: str,
+              found: Findings) -> None:
+    if output != "iso":
+        found.problems.extend(f"--{name} only applies to --iso"
+                              for name in ISO_ONLY if getattr(s, name))
+        return
+    found.problems.extend(option_problems(s, target.arch))
+    if target.arch in ISO_ARCHES and target.codename:
+        spec = iso_spec_of(s, target.arch, target.codename, mirror)
+        found.problems.extend(spec_problems(spec))
+        if not s.dry_run:
+            found.problems.extend(f"--iso needs {m} installed"
+                                  for m in iso.missing_requirements(spec))
+
+
+def option_problems(s: Settings, arch: str) -> list[str]:
+    problems = []
+    if arch not in ISO_ARCHES:
+        problems.append(f"--iso: not supported for {arch} (supported: "
+                        f"{', '.join(ISO_ARCHES)})")
+    if not re.fullmatch(r"[A-Z0-9_]{1,32}", s.iso_volume_id):
+        problems.append(f"--iso-volume-id: {s.iso_volume_id!r}: use 1 to 32 of A-Z, 0-9, _")
+    for name in ("splash", "preseed"):
+        value = getattr(s, name)
+        if value and not Path(value).is_file():
+            problems.append(f"--{name}: {value} does not exist")
+    if s.preseed and not s.installer:
+        problems.append("--preseed requires --installer")
+    return problems
+
+
+def spec_problems(spec: IsoSpec) -> list[str]:
+    """The ISO writer's own checks, but for those option_problems made."""
+    return [f"--iso: {p}" for p in iso.validate_spec(spec) if not _said_above(p)]
+
+
+def _said_above(problem: str) -> bool:
+    """Whether validate_spec's problem is one option_problems words its own way."""
+    return (problem.startswith(("ISO volume id ", "a preseed file needs "))
+            or (problem.startswith(("--splash file ", "--preseed file "))
+                and problem.endswith(" does not exist")))
+
+
+def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,
+                epoch: int | None = None) -> IsoSpec:
+    return IsoSpec(
+        arch=arch, distribution=codename, volume_id=s.iso_volume_id,
+        menu_title=s.iso_menu_title, kernel_append=tuple((s.kernel_append or "").split()),
+        serial_console=s.serial_console, splash=Path(s.splash) if s.splash else None,
+        installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
+        mirror=mirror, source_date_epoch=epoch,
+        serial_tty=serial_tty_of(s, arch),
+    )
+
+
+def iso_of(s: Settings, target: Target, mirror: str, output: str) -> IsoSpec | None:
+    if output != "iso":
+        return None
+    return iso_spec_of(s, target.arch, target.codename, mirror)

@@ -1,0 +1,126 @@
+"""Which output this run writes, and whether its paths can be written.
+
+Each output kind checks its own path (vmdebootstrap.outputs.kinds); planning
+adds what the kinds do not check.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from vmdebootstrap.intent.options import OUTPUT_KINDS
+from vmdebootstrap.intent.plan import Targets
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.outputs.kinds import KINDS
+from vmdebootstrap.plan.facts import Host
+from vmdebootstrap.plan.findings import Findings
+
+TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
+COMPRESSORS = ("xz", "zstd", "gzip", "lz4", "lzo", "lzma")
+# mksquashfs -Xcompression-level ranges; the other compressors take no level.
+COMPRESSION_LEVELS = {"gzip": (1, 9), "lzo": (1, 9), "zstd": (1, 22)}
+PATH_OPTIONS = (*OUTPUT_KINDS, "log")
+
+
+def check_outputs(s: Settings, host: Host, found: Findings) -> str:
+    """The one output kind of this run, or 'none' when not exactly one is given."""
+    outputs = s.outputs
+    if "--iso" in outputs and "--squash" in outputs:
+        outputs = [o for o in outputs if o != "--squash"]  # kept beside the ISO
+    if not outputs:
+        found.problems.append("no output given: use one of --image, --tarball, --squash "
+                              "or --iso")
+    elif len(outputs) > 1:
+        found.problems.append(f"only one output per run: {' and '.join(outputs)} were "
+                              "given together")
+    for name in PATH_OPTIONS:
+        value = getattr(s, name)
+        if value is not None:
+            found.problems.extend(path_problems(name, value))
+    if s.owner and not host.user_exists(s.owner):
+        found.problems.append(f"--owner: no user {s.owner!r} on this host")
+    found.problems.extend(compression_problems(s.squash_compression))
+    return outputs[0].lstrip("-") if len(outputs) == 1 else "none"
+
+
+def path_problems(option: str, path: str) -> list[str]:
+    """What is wrong with the path given to --OPTION (an output kind or --log)."""
+    if not path.strip():
+        return [f"--{option}: empty path"]
+    problems = writable_parent_problems(option, path)
+    if option in KINDS:
+        problems += EXTRA_CHECKS.get(option, _none)(path)
+        problems += INSTEAD_OF_KIND.get(option, KINDS[option].problems)(path)
+    return problems
+
+
+def writable_parent_problems(option: str, path: str) -> list[str]:
+    parent = Path(path).resolve().parent
+    if option == "squash":
+        # The squash directory's parents are created, as 1.x did.
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    if not parent.is_dir():
+        return [f"--{option}: directory {parent} does not exist; create it first"]
+    if not os.access(parent, os.W_OK):
+        return [f"--{option}: directory {parent} is not writable"]
+    return []
+
+
+def tarball_suffix_problems(path: str) -> list[str]:
+    if path.endswith(TARBALL_SUFFIXES):
+        return []
+    return [f"--tarball: {path!r} should end in one of {', '.join(TARBALL_SUFFIXES)}"]
+
+
+def image_path_problems(path: str) -> list[str]:
+    if Path(path).exists() and not Path(path).is_file():
+        return [f"--image: {path} exists and is not a regular file; "
+                "vmdebootstrap only writes image files"]
+    return []
+
+
+def _none(path: str) -> list[str]:
+    return []
+
+
+PathCheck = Callable[[str], list[str]]
+# Checks the output kinds do not make (yet): a tarball's name must say its format.
+EXTRA_CHECKS: dict[str, PathCheck] = {"tarball": tarball_suffix_problems}
+# An image keeps the wording it had before the kinds checked their own paths.
+INSTEAD_OF_KIND: dict[str, PathCheck] = {"image": image_path_problems}
+
+
+def compression_problems(value: str) -> list[str]:
+    """--squash-compression: COMPRESSOR[:LEVEL], as mksquashfs takes them."""
+    comp, colon, level = value.partition(":")
+    where = f"--squash-compression: {value!r}"
+    if comp not in COMPRESSORS:
+        return [f"{where}: use one of {', '.join(COMPRESSORS)}, optionally with :LEVEL"]
+    if not colon:
+        return []
+    limits = COMPRESSION_LEVELS.get(comp)
+    if limits is None:
+        return [f"{where}: {comp} takes no level (levels: "
+                + ", ".join(f"{c} {lo}-{hi}" for c, (lo, hi) in COMPRESSION_LEVELS.items())
+                + ")"]
+    lo, hi = limits
+    if not (level.isascii() and level.isdigit() and lo <= int(level) <= hi):
+        return [f"{where}: the {comp} level must be a number from {lo} to {hi}"]
+    return []
+
+
+def targets_of(s: Settings, output: str) -> Targets:
+    path = Path(getattr(s, output, None) or "")
+    squash = Path(s.squash) if output == "iso" and s.squash else None
+    pkglist = None
+    if s.pkglist and output != "squash":  # a squash directory always has its list
+        pkglist = path.with_name(path.name + ".packages")
+    return Targets(kind=output, path=path, squash_dir=squash, pkglist=pkglist, owner=s.owner,
+                   keep_on_failure=s.keep_on_failure, compression=s.squash_compression)
+
+
+def log_file_of(s: Settings) -> Path | None:
+    return Path(s.log) if s.log and s.log != "none" else None

@@ -1,0 +1,134 @@
+"""plan.disk: UEFI, bootloaders, filesystems, sizes and the layout of an image."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmdebootstrap.intent.plan import DiskSpec, ImageSpec
+from vmdebootstrap.intent.settings import Settings
+from vmdebootstrap.plan import UEFI_ARCHES
+from vmdebootstrap.plan.disk import (
+    MiB,
+    boot_packages,
+    check_disk,
+    image_problems,
+    image_spec_of,
+    size_problems,
+    uefi_problems,
+)
+from vmdebootstrap.plan.findings import Findings
+from vmdebootstrap.plan.target import Target
+
+G = 10**9
+AMD64 = Target(arch="amd64", codename="trixie", native=True)
+
+
+def disk_problems(s: Settings, output: str = "image", target: Target = AMD64) -> list[str]:
+    found = Findings()
+    check_disk(s, target, output, None, found)
+    assert found.notes == []
+    return found.problems
+
+
+def test_a_plain_image() -> None:
+    assert disk_problems(Settings(size=3 * G)) == []
+
+
+@pytest.mark.parametrize("arch", UEFI_ARCHES)
+def test_uefi_arches(arch: str) -> None:
+    assert uefi_problems(Settings(use_uefi=True), Target(arch, "trixie", True)) == []
+
+
+def test_uefi_problems_all_together() -> None:
+    s = Settings(use_uefi=True, extlinux=True, bootoffset=MiB)
+    assert uefi_problems(s, Target("armel", "wheezy", True)) == [
+        "--use-uefi: no UEFI grub for armel (UEFI is supported on amd64, i386, arm64, armhf)",
+        "--use-uefi needs --grub (not --extlinux or --no-grub)",
+        "--bootoffset cannot be combined with --use-uefi",
+        "--use-uefi: wheezy supports UEFI only on amd64, not armel",
+    ]
+
+
+def test_uefi_checked_for_any_output() -> None:
+    assert disk_problems(Settings(use_uefi=True, grub=False), "tarball") == [
+        "--use-uefi needs --grub (not --extlinux or --no-grub)"]
+
+
+def test_no_uefi_no_uefi_problems() -> None:
+    assert uefi_problems(Settings(extlinux=True, bootoffset=MiB), AMD64) == []
+
+
+def test_image_problems() -> None:
+    s = Settings(roottype="btrfs", extlinux=True, swap=100 * MiB)
+    assert image_problems(s, Target("arm64", "trixie", False)) == [
+        "--image for arm64 needs --use-uefi (arm64 boots with UEFI)",
+        "--roottype btrfs cannot be used with --extlinux",
+        "--swap: at least 256MiB",
+    ]
+
+
+def test_wheezy_ext4() -> None:
+    assert image_problems(Settings(), Target("amd64", "wheezy", True)) == [
+        "--roottype ext4: wheezy images using ext4 will not boot; use --roottype ext3"]
+    assert image_problems(Settings(roottype="ext3"), Target("amd64", "wheezy", True)) == []
+
+
+@pytest.mark.parametrize(("settings", "variant", "need_mib"), [
+    (Settings(), None, 700),
+    (Settings(), "minbase", 550),
+    (Settings(no_kernel=True), None, 400),
+    (Settings(swap=256 * MiB, bootsize=100 * MiB), None, 1056),
+    (Settings(use_uefi=True), None, 828),
+])
+def test_size_floor(settings: Settings, variant: str | None, need_mib: int) -> None:
+    assert size_problems(settings.with_values(size=need_mib * MiB), variant) == []
+    [problem] = size_problems(settings.with_values(size=need_mib * MiB - 1), variant)
+    assert problem.startswith(f"--size: {need_mib * MiB - 1} bytes is too small; "
+                              f"this build needs at least {need_mib} MiB (e.g. --size ")
+
+
+def test_size_suggests_whole_gigabytes() -> None:
+    assert size_problems(Settings(size=100 * 10**6), None) == [
+        "--size: 100000000 bytes is too small; this build needs at least 700 MiB "
+        "(e.g. --size 1G)"]
+
+
+def test_image_checks_only_for_images() -> None:
+    s = Settings(size=1, swap=1, roottype="btrfs", extlinux=True)
+    assert disk_problems(s, "tarball") == []
+
+
+@pytest.mark.parametrize("output", ["tarball", "squash", "iso"])
+def test_convert_qcow2_only_for_images(output: str) -> None:
+    assert disk_problems(Settings(convert_qcow2=True), output) == [
+        "--convert-qcow2 only applies to --image"]
+    assert disk_problems(Settings(convert_qcow2=True, size=3 * G)) == []
+
+
+def test_layout_checked_only_when_the_rest_is_fine() -> None:
+    bad_layout = Settings(size=3 * G, extlinux=True, bootsize=256 * MiB, boottype="xfs")
+    [problem] = disk_problems(bad_layout)
+    assert problem.startswith("--boottype xfs: extlinux cannot boot from xfs")
+    # With another problem, the layout waits: it would build on wrong options.
+    assert disk_problems(bad_layout.with_values(swap=1)) == ["--swap: at least 256MiB"]
+
+
+def test_no_layout_for_an_unknown_arch() -> None:
+    assert disk_problems(Settings(size=3 * G), target=Target("sparc", "trixie", False)) == []
+
+
+def test_boot_packages() -> None:
+    assert boot_packages(Settings(), "amd64", "image") == ["grub-pc", "e2fsprogs"]
+    assert boot_packages(Settings(use_uefi=True, bootsize=256 * MiB, boottype="vfat"),
+                         "arm64", "image") == ["grub-efi-arm64", "e2fsprogs", "dosfstools"]
+    assert boot_packages(Settings(extlinux=True, roottype="btrfs"), "amd64", "image") == [
+        "extlinux", "syslinux-common", "btrfs-progs"]
+    assert boot_packages(Settings(), "amd64", "tarball") == []
+    assert boot_packages(Settings(use_uefi=True), "armel", "image") == []
+
+
+def test_image_spec_of() -> None:
+    s = Settings(size=3 * G, mbr=True, sparse=True, convert_qcow2=True)
+    assert image_spec_of(s, "amd64", "image") == ImageSpec(
+        DiskSpec.from_settings(s, "amd64"), mbr=True, sparse=True, qcow2=True)
+    assert image_spec_of(s, "amd64", "tarball") is None
