@@ -18,7 +18,7 @@ from vmdebootstrap import __version__
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError, VmdebootstrapError
 from vmdebootstrap.host.run import Masker, SubprocessRunner
 from vmdebootstrap.intent.config_files import default_config_files, dump_config, read_config
-from vmdebootstrap.intent.options import OPTIONS, Kind
+from vmdebootstrap.intent.options import GROUPS, OPTIONS, Kind
 from vmdebootstrap.intent.settings import Settings, build_settings
 
 if TYPE_CHECKING:
@@ -26,13 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vmdebootstrap")
 
-GROUPS = {
-    "output": "outputs (give exactly one of --image, --tarball, --squash, --iso)",
-    "build": "root filesystem",
-    "configure": "configuration of the system",
-    "image": "disk images",
-    "run": "running vmdebootstrap",
-}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -56,3 +56,38 @@ def test_no_module_is_too_long() -> None:
     long = {p.name: n for p in (ROOT / "src/vmdebootstrap").rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 550}
     assert not long, f"split these modules: {long}"
+
+
+# The layers a build's data flows through, bottom first.  A module may import
+# from its own layer and the ones below it, never from a layer above.
+LAYERS = {
+    "errors": 0, "host": 1, "intent": 2, "root": 3, "outputs": 4, "boot": 4,
+    "plan": 5, "build": 6, "diagnose": 6, "cli": 7, "__main__": 8, "__init__": 0,
+    "__version__": 0,
+}
+
+
+def _layer(module: str) -> int:
+    return LAYERS[module.split(".")[1] if "." in module else module]
+
+
+def test_imports_point_one_way() -> None:
+    """command line -> plan and build -> stages -> intent -> host: nothing upward."""
+    import ast
+
+    src = ROOT / "src" / "vmdebootstrap"
+    upward = []
+    for path in sorted(src.rglob("*.py")):
+        module = "vmdebootstrap." + ".".join(path.relative_to(src).with_suffix("").parts)
+        mine = _layer(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] if node.module != "vmdebootstrap" else \
+                    [f"vmdebootstrap.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("vmdebootstrap.") and _layer(name) > mine:
+                    upward.append(f"{module} imports {name}")
+    assert upward == []

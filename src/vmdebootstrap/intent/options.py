@@ -35,6 +35,15 @@ class Option:
         return self.name.replace("-", "_")
 
 
+# The option groups of --help and the README, in order.
+GROUPS = {
+    "output": "outputs (give exactly one of --image, --tarball, --squash, --iso)",
+    "build": "root filesystem",
+    "configure": "configuration of the system",
+    "image": "disk images",
+    "run": "running vmdebootstrap",
+}
+
 S, B, L, Z, N = Kind.STR, Kind.BOOL, Kind.LIST, Kind.SIZE, Kind.INT
 
 OPTIONS: tuple[Option, ...] = (

@@ -30,9 +30,9 @@ from vmdebootstrap.host.resources import (
     remove_tree,
 )
 from vmdebootstrap.host.run import CommandError, Runner
+from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import bootloaders as bl
 from vmdebootstrap.outputs import partitions as disk
-from vmdebootstrap.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 

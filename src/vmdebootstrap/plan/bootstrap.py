@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.plan.findings import Findings
+from vmdebootstrap.plan.outputs import existing_ancestor
 
 # debootstrap option words accepted in --debootstrapopts; the value says
 # whether the word takes =VALUE.
@@ -96,9 +97,7 @@ def cache_dir_problems(cache_dir: str) -> list[str]:
     path = Path(cache_dir)
     if not path.is_absolute():
         return [f"--cache-dir: {cache_dir!r} must be an absolute path"]
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = existing_ancestor(path)
     if not existing.is_dir():
         return [f"--cache-dir: {existing} is not a directory"]
     if not os.access(existing, os.W_OK):

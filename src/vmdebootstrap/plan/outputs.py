@@ -56,12 +56,18 @@ def path_problems(option: str, path: str) -> list[str]:
     return problems
 
 
+def existing_ancestor(path: Path) -> Path:
+    """``path``, or its nearest parent that exists: what a build that
+    creates the missing directories must be able to write to."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def writable_parent_problems(option: str, path: str) -> list[str]:
     parent = Path(path).resolve().parent
     if option == "squash":
-        # The squash directory's parents are created, as 1.x did.
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        parent = existing_ancestor(parent)  # its parents are created, as 1.x did
     if not parent.is_dir():
         return [f"--{option}: directory {parent} does not exist; create it first"]
     if not os.access(parent, os.W_OK):

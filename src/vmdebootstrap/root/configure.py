@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vmdebootstrap.host.chroot import chroot_argv, chroot_env
 from vmdebootstrap.host.run import Runner
-from vmdebootstrap.plan import Plan
+from vmdebootstrap.intent.plan import Plan
 
 log = logging.getLogger("vmdebootstrap")
 
