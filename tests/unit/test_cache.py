@@ -126,6 +126,22 @@ def _hold_lock(path: str, seconds: float) -> None:
         time.sleep(seconds)
 
 
+def _wait_until_held(cache: Cache) -> None:
+    """Until another process holds the cache's lock (shared or not)."""
+    fd = os.open(cache.path / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                time.sleep(0.02)
+            except BlockingIOError:
+                return
+    finally:
+        os.close(fd)
+
+
 def test_lock_serialises_writers(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     cache.prepare()
@@ -133,16 +149,7 @@ def test_lock_serialises_writers(tmp_path: Path) -> None:
         target=_hold_lock, args=(str(cache.path), 1.0))
     proc.start()
     try:
-        fd = os.open(cache.path / ".lock", os.O_RDWR | os.O_CREAT)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # wait until the child holds it
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                time.sleep(0.02)
-            except BlockingIOError:
-                break
-        os.close(fd)
+        _wait_until_held(cache)
         started = time.monotonic()
         with cache.locked():
             waited = time.monotonic() - started
@@ -166,15 +173,8 @@ def test_eviction_waits_for_a_restore_in_progress(tmp_path: Path) -> None:
         target=_restore_slowly, args=(str(cache.path), 1.0))
     proc.start()
     try:
-        fd = os.open(cache.path / ".lock", os.O_RDWR | os.O_CREAT)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:  # wait until the reader holds it
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                time.sleep(0.02)
-            except BlockingIOError:
-                break
+        _wait_until_held(cache)
+        fd = os.open(cache.path / ".lock", os.O_RDWR)
         # Other readers are not held up ...
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)
