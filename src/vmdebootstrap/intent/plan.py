@@ -145,6 +145,7 @@ class Plan:
     root_secret: str | None = field(default=None, repr=False)
     log_file: Path | None = None  # --log
     notes: tuple[str, ...] = ()
+    reproducible: bool = False  # --reproducible: the mirror's Release date as the epoch
     epoch: int | None = None  # SOURCE_DATE_EPOCH of a reproducible build
 
     @property

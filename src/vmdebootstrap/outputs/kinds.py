@@ -22,7 +22,6 @@ from vmdebootstrap.host.publish import staged_dir, staged_file
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.options import OUTPUT_KINDS
 from vmdebootstrap.intent.plan import Plan
-from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs import files, iso
 
 
@@ -143,12 +142,6 @@ def publish_pkglist(dest: Path | None, listing: str) -> list[Path]:
 
 KINDS: Mapping[str, OutputKind] = {k.name: k for k in (Image(), Tarball(), Squash(), Iso())}
 assert tuple(KINDS) == OUTPUT_KINDS, "the option table and the output kinds disagree"
-
-
-def given(s: Settings) -> list[tuple[OutputKind, str]]:
-    """The output kinds the settings name, with their paths."""
-    return [(KINDS[name], getattr(s, name)) for name in OUTPUT_KINDS
-            if getattr(s, name) is not None]
 
 
 def chown_outputs(paths: list[Path], owner: str | None) -> None:

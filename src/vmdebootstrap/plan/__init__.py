@@ -78,7 +78,8 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
         check_signatures=check_signed,
         cache_dir=None if s.no_cache else Path(s.cache_dir), refresh_cache=s.refresh_cache,
         image=image_spec_of(s, target.arch, output), iso=iso_of(s, target, mirror, output),
-        boot_test=s.boot_test, boot_login=boot_login_of(s) if s.boot_test else None,
+        boot_test=s.boot_test, reproducible=s.reproducible,
+        boot_login=boot_login_of(s) if s.boot_test else None,
         user_secrets=s.user, root_secret=s.root_password, log_file=log_file_of(s),
         notes=tuple(found.notes),
     )

@@ -46,7 +46,7 @@ def release_date(release: bytes) -> int:
 def epoch_for(plan: Plan, release: MirrorRelease) -> int | None:
     """The build's SOURCE_DATE_EPOCH, or None for a normal build."""
     epoch = env_epoch()
-    if epoch is None and plan.settings.reproducible:
+    if epoch is None and plan.reproducible:
         epoch = release_date(release.data())
         log.info("reproducible build: SOURCE_DATE_EPOCH=%d (the mirror's Release date)", epoch)
     return epoch
