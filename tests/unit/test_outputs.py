@@ -329,5 +329,20 @@ def test_output_kind_path_problems(tmp_path: Path) -> None:
         f"--squash: {tmp_path / 'file'} exists and is not a directory"]
     assert KINDS["squash"].problems(str(tmp_path / "dir")) == []
     assert "is a directory" in KINDS["iso"].problems(str(tmp_path / "dir"))[0]
-    assert KINDS["tarball"].problems(str(tmp_path / "file")) == []
-    assert KINDS["image"].problems("/dev/null") != []
+    (tmp_path / "root.tar").write_text("")
+    assert KINDS["tarball"].problems(str(tmp_path / "root.tar")) == []
+    assert KINDS["tarball"].problems(str(tmp_path / "file")) == [
+        f"--tarball: {str(tmp_path / 'file')!r} should end in one of "
+        ".tar, .tar.gz, .tgz, .tar.xz, .txz, .tar.zst, .tar.bz2"]
+    assert KINDS["image"].problems("/dev/null") == [
+        "--image: /dev/null exists and is not a regular file; "
+        "vmdebootstrap only writes image files"]
+
+
+def test_reproducible_plan_carries_the_epoch_into_the_iso(plan_of: PlanOf, out: Path) -> None:
+    from vmdebootstrap.root.reproducible import reproducible_plan
+
+    plan = reproducible_plan(plan_of("--iso", str(out / "live.iso")), 1700000000)
+    assert plan.epoch == 1700000000
+    assert plan.iso is not None and plan.iso.source_date_epoch == 1700000000
+    assert reproducible_plan(plan_of("--tarball", str(out / "r.tar")), 1).iso is None

@@ -11,7 +11,6 @@ it, so the build drives it (vmdebootstrap.outputs.image) instead of write().
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import pwd
 from collections.abc import Mapping
@@ -34,6 +33,9 @@ class Job:
     runner: Runner
     root: Path
     work: Path
+
+
+TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
 
 
 class OutputKind:
@@ -63,6 +65,13 @@ class OutputKind:
 
 class Tarball(OutputKind):
     name = "tarball"
+
+    def problems(self, path: str) -> list[str]:
+        problems = super().problems(path)
+        if not path.endswith(TARBALL_SUFFIXES):  # the name picks the compressor
+            problems.append(f"--tarball: {path!r} should end in one of "
+                            f"{', '.join(TARBALL_SUFFIXES)}")
+        return problems
 
     def write(self, job: Job) -> list[Path]:
         targets, runner = job.plan.targets, job.runner
@@ -94,7 +103,6 @@ class Iso(OutputKind):
         plan, runner = job.plan, job.runner
         spec = plan.iso
         assert spec is not None
-        spec = _with_epoch(spec, plan.epoch)
         final, kept = plan.targets.path, plan.targets.squash_dir
         with contextlib.ExitStack() as stack:
             if kept is not None:
@@ -119,9 +127,12 @@ class Image(OutputKind):
     bootable = True
     holds_root = True
 
-
-def _with_epoch(spec: iso.IsoSpec, epoch: int | None) -> iso.IsoSpec:
-    return dataclasses.replace(spec, source_date_epoch=epoch)
+    def problems(self, path: str) -> list[str]:
+        final = Path(path)
+        if final.exists() and not final.is_file():
+            return [f"--image: {path} exists and is not a regular file; "
+                    "vmdebootstrap only writes image files"]
+        return []
 
 
 def write_pkglist(job: Job) -> list[Path]:

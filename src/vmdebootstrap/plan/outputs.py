@@ -1,23 +1,21 @@
 """Which output this run writes, and whether its paths can be written.
 
 Each output kind checks its own path (vmdebootstrap.outputs.kinds); planning
-adds what the kinds do not check.
+adds what every path needs: a directory that exists and can be written.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from vmdebootstrap.intent.options import OUTPUT_KINDS
 from vmdebootstrap.intent.plan import Targets
 from vmdebootstrap.intent.settings import Settings
-from vmdebootstrap.outputs.kinds import KINDS
+from vmdebootstrap.outputs.kinds import KINDS, TARBALL_SUFFIXES  # noqa: F401 (plan API)
 from vmdebootstrap.plan.facts import Host
 from vmdebootstrap.plan.findings import Findings
 
-TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
 COMPRESSORS = ("xz", "zstd", "gzip", "lz4", "lzo", "lzma")
 # mksquashfs -Xcompression-level ranges; the other compressors take no level.
 COMPRESSION_LEVELS = {"gzip": (1, 9), "lzo": (1, 9), "zstd": (1, 22)}
@@ -51,8 +49,7 @@ def path_problems(option: str, path: str) -> list[str]:
         return [f"--{option}: empty path"]
     problems = writable_parent_problems(option, path)
     if option in KINDS:
-        problems += EXTRA_CHECKS.get(option, _none)(path)
-        problems += INSTEAD_OF_KIND.get(option, KINDS[option].problems)(path)
+        problems += KINDS[option].problems(path)
     return problems
 
 
@@ -73,30 +70,6 @@ def writable_parent_problems(option: str, path: str) -> list[str]:
     if not os.access(parent, os.W_OK):
         return [f"--{option}: directory {parent} is not writable"]
     return []
-
-
-def tarball_suffix_problems(path: str) -> list[str]:
-    if path.endswith(TARBALL_SUFFIXES):
-        return []
-    return [f"--tarball: {path!r} should end in one of {', '.join(TARBALL_SUFFIXES)}"]
-
-
-def image_path_problems(path: str) -> list[str]:
-    if Path(path).exists() and not Path(path).is_file():
-        return [f"--image: {path} exists and is not a regular file; "
-                "vmdebootstrap only writes image files"]
-    return []
-
-
-def _none(path: str) -> list[str]:
-    return []
-
-
-PathCheck = Callable[[str], list[str]]
-# Checks the output kinds do not make (yet): a tarball's name must say its format.
-EXTRA_CHECKS: dict[str, PathCheck] = {"tarball": tarball_suffix_problems}
-# An image keeps the wording it had before the kinds checked their own paths.
-INSTEAD_OF_KIND: dict[str, PathCheck] = {"image": image_path_problems}
 
 
 def compression_problems(value: str) -> list[str]:

@@ -70,7 +70,8 @@ def reproducible_plan(plan: Plan, epoch: int) -> Plan:
     if plan.root_secret is not None:
         root_hash = hash_password(plan.root_secret, seed=salt_seed(epoch, "root", hostname))
     system = dataclasses.replace(system, users=tuple(users), root_password_hash=root_hash)
-    return dataclasses.replace(plan, system=system, epoch=epoch)
+    iso = plan.iso and dataclasses.replace(plan.iso, source_date_epoch=epoch)
+    return dataclasses.replace(plan, system=system, iso=iso, epoch=epoch)
 
 
 class EpochRunner:
