@@ -208,7 +208,7 @@ def test_a_multi_line_problem_stays_on_one_line(run_cli: RunCli,
     (("--size", "12Q", "--tarball", "r.tar"), "--size: '12Q' is not a size"),
     (("--tarball", "r.tar", "--roottype", "zfs"), "--roottype: 'zfs' is not one of"),
     (("--tarball", "r.tar", "--log-level", "loud"), "--log-level: 'loud' is not one of"),
-    (("--squash", "live", "--no-kernel"), "--no-kernel: a --squash output needs a kernel"),
+    (("--iso", "live.iso", "--no-kernel"), "--no-kernel: a --iso output needs a kernel"),
     ((), "no output given"),
 ])
 def test_bad_input_exits_2(run_cli: RunCli, argv: tuple[str, ...], fragment: str) -> None:

@@ -437,12 +437,19 @@ def test_no_kernel_wins_over_kernel_package(plan_of: PlanOf) -> None:
     assert any("--no-kernel wins over --kernel-package" in n for n in plan.notes)
 
 
-@pytest.mark.parametrize("output", [("--squash", "live"), ("--iso", "live.iso"),
-                                    ("--image", "d.img")])
-def test_no_kernel_refused_for_bootable_outputs(problems_of: ProblemsOf,
-                                                output: tuple[str, str]) -> None:
-    exactly_one(problems_of(*output, "--size", "3G", "--no-kernel"), "--no-kernel",
-                output[0], "kernel to boot")
+def test_no_kernel_refused_for_an_iso(problems_of: ProblemsOf) -> None:
+    exactly_one(problems_of("--iso", "live.iso", "--no-kernel"), "--no-kernel", "--iso",
+                "kernel to boot")
+
+
+@pytest.mark.parametrize("output", [("--squash", "live"), ("--image", "d.img")])
+def test_no_kernel_accepted_with_a_warning_as_in_1x(plan_of: PlanOf,
+                                                    output: tuple[str, str]) -> None:
+    """1.x accepted it: the hook installs its own kernel."""
+    plan = plan_of(*output, "--size", "3G", "--no-kernel")
+    assert plan.kernel_package is None
+    (note,) = [n for n in plan.notes if n.startswith("--no-kernel")]
+    assert f"the customisation hook must provide one for the {output[0]} output" in note
 
 
 def test_packages_for_a_plain_tarball(plan_of: PlanOf) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from tests.unit.conftest import parse
 from vmdebootstrap.intent.plan import DiskSpec, ImageSpec
 from vmdebootstrap.intent.settings import Settings
-from vmdebootstrap.plan import UEFI_ARCHES
+from vmdebootstrap.plan import UEFI_ARCHES, Host, make_plan
 from vmdebootstrap.plan.disk import (
     MiB,
     boot_packages,
+    check_bootloader,
     check_disk,
     image_problems,
     image_spec_of,
@@ -132,3 +136,47 @@ def test_image_spec_of() -> None:
     assert image_spec_of(s, "amd64", "image") == ImageSpec(
         DiskSpec.from_settings(s, "amd64"), mbr=True, sparse=True, qcow2=True)
     assert image_spec_of(s, "amd64", "tarball") is None
+
+
+# --- boards: architectures with no bootloader of ours (1.x's board examples) ---------
+
+
+def bootloader_of(arch: str, **values: object) -> tuple[Settings, Findings]:
+    found = Findings()
+    s = Settings(image="b.img", **values)  # type: ignore[arg-type]
+    return check_bootloader(s, arch, "image", found), found
+
+
+@pytest.mark.parametrize("arch", ["armhf", "armel", "riscv64"])
+def test_a_board_image_gets_no_bootloader_and_says_so_once(arch: str) -> None:
+    s, found = bootloader_of(arch)
+    assert s.bootloader == "none" and found.problems == []
+    (note,) = found.notes
+    assert f"--image for {arch}: no bootloader is installed" in note
+    assert "u-boot or flash-kernel" in note
+
+
+@pytest.mark.parametrize(("option", "values"), [("--grub", {"grub": True}),
+                                                ("--extlinux", {"extlinux": True})])
+def test_naming_a_bios_bootloader_on_a_board_is_an_error(option: str,
+                                                         values: dict[str, bool]) -> None:
+    _, found = bootloader_of("armhf", **values)
+    (problem,) = found.problems
+    assert problem.startswith(f"{option}: vmdebootstrap installs no BIOS bootloader on armhf")
+
+
+@pytest.mark.parametrize(("arch", "values"), [
+    ("amd64", {}), ("i386", {"extlinux": True}), ("armhf", {"use_uefi": True}),
+])
+def test_bootloader_kept_where_we_install_one(arch: str, values: dict[str, bool]) -> None:
+    s, found = bootloader_of(arch, **values)
+    assert s.bootloader == ("extlinux" if values.get("extlinux") else "grub")
+    assert found.notes == found.problems == []
+
+
+def test_a_board_image_plans_without_bootloader_packages(host: Host) -> None:
+    arm64_host = dataclasses.replace(host, arch="arm64")  # armhf runs natively there
+    plan = make_plan(parse("--image", "b.img", "--size", "3G", "--arch", "armhf"), arm64_host)
+    assert plan.image is not None and plan.image.disk.bootloader == "none"
+    assert not [p for p in plan.packages if p.startswith(("grub", "extlinux"))]
+    assert any(n.startswith("--image for armhf: no bootloader") for n in plan.notes)

@@ -97,6 +97,10 @@ def _kernel_version(name: str, prefix: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", name[len(prefix):]))
 
 
+def has_kernel(root: Path) -> bool:
+    return any((root / "boot").glob("vmlinu[xz]-*"))
+
+
 def find_kernel(root: Path) -> tuple[Path, Path]:
     """The newest kernel and its initrd in the root's /boot."""
     boot = root / "boot"
@@ -111,16 +115,21 @@ def find_kernel(root: Path) -> tuple[Path, Path]:
     return kernel, initrd
 
 
-def write_squash_dir(runner: Runner, root: Path, dest: Path, compression: str) -> None:
+def write_squash_dir(runner: Runner, root: Path, dest: Path, compression: str,
+                     kernel_required: bool = True) -> None:
     """filesystem.squashfs, the kernel and initrd (versioned and stable
     names) and filesystem.packages: what the live-image guide's --squash
-    directory holds."""
-    copy_kernel(root, dest)
+    directory holds.  With --no-kernel (not ``kernel_required``) the kernel
+    is copied only if the hook installed one."""
+    if kernel_required or has_kernel(root):
+        copy_kernel(root, dest)
+    else:
+        log.warning("--no-kernel: the root has no kernel, so the squash directory has none")
     write_pkglist(runner, root, dest / "filesystem.packages")
     write_squashfs(runner, root, dest / "filesystem.squashfs", compression)
 
 
-def check_squash_dir(runner: Runner, stage: Path) -> None:
+def check_squash_dir(runner: Runner, stage: Path, kernel_required: bool = True) -> None:
     """mksquashfs can exit 0 and leave junk (the live-image guide): the
     squashfs must be over 1 MiB and its superblock must read back."""
     squashfs = stage / "filesystem.squashfs"
@@ -131,7 +140,7 @@ def check_squash_dir(runner: Runner, stage: Path) -> None:
             "probably because the disk is full")
     runner.run(["unsquashfs", "-s", str(squashfs)], capture=True,
                what="the squashfs does not read back")
-    for name in ("vmlinuz", "initrd.img"):
+    for name in ("vmlinuz", "initrd.img") if kernel_required else ():
         if not (stage / name).is_file():
             raise BuildError(f"the squash directory lacks {name}")
 

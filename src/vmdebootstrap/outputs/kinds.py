@@ -88,9 +88,11 @@ class Squash(OutputKind):
     directory = True
 
     def write(self, job: Job) -> list[Path]:
-        final = job.plan.targets.path
-        with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d)) as stage:
-            files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression)
+        final, kernel = job.plan.targets.path, job.plan.kernel_package is not None
+        with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d, kernel)) \
+                as stage:
+            files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression,
+                                   kernel)
         return [final]
 
 

@@ -21,7 +21,7 @@ from vmdebootstrap.plan.bootstrap import (
     check_bootstrap,
     parse_debootstrapopts,
 )
-from vmdebootstrap.plan.disk import UEFI_ARCHES, check_disk, image_spec_of
+from vmdebootstrap.plan.disk import UEFI_ARCHES, check_bootloader, check_disk, image_spec_of
 from vmdebootstrap.plan.facts import Host
 from vmdebootstrap.plan.findings import Findings
 from vmdebootstrap.plan.iso import ISO_ARCHES, check_iso, iso_of, iso_spec_of
@@ -58,6 +58,7 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
     found = Findings()
     output = check_outputs(s, host, found)
     target = check_target(s, host, found)
+    s = check_bootloader(s, target.arch, output, found)
     mirror = check_mirrors(s, host, found)
     bootstrap = check_bootstrap(s, found)
     check_signed = check_signatures(s, bootstrap.options, found)

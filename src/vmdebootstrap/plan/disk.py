@@ -11,8 +11,31 @@ from vmdebootstrap.plan.findings import Findings
 from vmdebootstrap.plan.target import Target
 
 UEFI_ARCHES = ("amd64", "i386", "arm64", "armhf")
+# Where grub-pc and extlinux boot a BIOS machine.
+BIOS_ARCHES = ("amd64", "i386")
 MiB = 1024**2
 MIN_SWAP = 256 * MiB
+
+
+def check_bootloader(s: Settings, arch: str, output: str, found: Findings) -> Settings:
+    """The bootloader an image gets, decided once: grub by default, but on an
+    architecture where vmdebootstrap installs none (arm boards boot u-boot,
+    which the hook installs, as with 1.x's board examples) the image gets
+    none unless --use-uefi asks for UEFI grub.  Naming --grub or --extlinux
+    there is an error."""
+    if output != "image" or s.use_uefi or arch in BIOS_ARCHES or arch == "arm64":
+        return s  # arm64 images need --use-uefi: image_problems says so
+    asked = "--grub" if s.grub else "--extlinux" if s.extlinux else None
+    if asked:
+        found.problems.append(
+            f"{asked}: vmdebootstrap installs no BIOS bootloader on {arch}; use --use-uefi "
+            "(UEFI grub) where the board has UEFI, or install u-boot or flash-kernel in the "
+            "customisation hook")
+        return s
+    found.notes.append(f"--image for {arch}: no bootloader is installed (there is none for "
+                       f"{arch} without --use-uefi); the customisation hook must install one "
+                       "(u-boot or flash-kernel)")
+    return s.with_values(grub=False, extlinux=False)
 
 
 def check_disk(s: Settings, target: Target, output: str, variant: str | None,

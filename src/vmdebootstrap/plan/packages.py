@@ -53,11 +53,16 @@ def check_kernel(s: Settings, target: Target, output: str, found: Findings) -> s
     if s.no_kernel:
         if s.kernel_package:
             found.notes.append(f"--no-kernel wins over --kernel-package {s.kernel_package}")
-        # An image without a bootloader may get both from its hook (u-boot boards).
-        if kind and (kind.live or (kind.holds_root and s.bootloader != "none")):
-            found.problems.append(
-                f"--no-kernel: a --{output} output needs a kernel to boot"
-                + (" (or give --no-grub --no-extlinux)" if kind.holds_root else ""))
+        if kind and kind.bootable and not kind.holds_root:
+            found.problems.append(f"--no-kernel: a --{output} output needs a kernel to boot")
+        elif kind and (kind.live or kind.holds_root):
+            # As in 1.x: the hook installs its own kernel, or the root is
+            # served another way.
+            found.notes.append(
+                f"--no-kernel: no kernel is installed; the customisation hook must provide "
+                f"one for the --{output} output to boot"
+                + (" (the image has no boot entry until it does)" if kind.holds_root
+                   else " (without one the squash directory has no kernel files)"))
         return None
     kernel = s.kernel_package or KERNELS.get(target.arch)
     if kernel is None and target.known_arch:
