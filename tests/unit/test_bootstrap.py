@@ -315,3 +315,21 @@ def test_apt_failure_still_unblocks_daemons(plan_of: PlanOf, root: Path) -> None
     with pytest.raises(CommandError, match="installing packages failed"):
         bs.bootstrap(plan, FailingRunner("install"), root)
     assert not (root / "usr/sbin/policy-rc.d").exists()
+
+
+def test_the_hosts_resolv_conf_does_not_stay_in_the_root(tmp_path: Path) -> None:
+    host, root = tmp_path / "host", tmp_path / "root"
+    for d in (host, root):
+        (d / "etc").mkdir(parents=True)
+    (host / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
+    (root / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
+    bs.drop_host_copies(root, host)
+    assert not (root / "etc/resolv.conf").exists()
+    # The image's own, or systemd-resolved's link, stays.
+    (root / "etc/resolv.conf").write_text("nameserver 198.51.100.1\n")
+    bs.drop_host_copies(root, host)
+    assert (root / "etc/resolv.conf").exists()
+    (root / "etc/resolv.conf").unlink()
+    (root / "etc/resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    bs.drop_host_copies(root, host)
+    assert (root / "etc/resolv.conf").is_symlink()

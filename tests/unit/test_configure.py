@@ -111,6 +111,33 @@ def test_set_hostname(plan_of: PlanOf, root: Path) -> None:
     assert any(line.startswith("::1") for line in hosts)
 
 
+def test_files_we_write_get_debians_modes(plan_of: PlanOf, root: Path) -> None:
+    """mmdebstrap copies the host's /etc/hostname with the host's mode (0755
+    on some hosts); ours are 0644 whatever they replace."""
+    for name in ("hostname", "hosts"):
+        (root / "etc" / name).write_text("from the host\n")
+        (root / "etc" / name).chmod(0o755)
+    (root / "etc/apt").mkdir(parents=True, exist_ok=True)
+    plan = plan_of("--tarball", TARBALL, "--configure-apt", "--enable-dhcp")
+    cf.set_hostname(plan, root)
+    cf.configure_apt(plan, root)
+    cf.configure_network(plan, root)
+    for rel in ("etc/hostname", "etc/hosts", "etc/apt/sources.list",
+                "etc/systemd/network/80-vmdebootstrap-dhcp.network"):
+        assert stat.S_IMODE((root / rel).stat().st_mode) == 0o644, rel
+
+
+def test_machine_id_is_empty_where_systemd_is_installed(root: Path) -> None:
+    cf.make_safe_to_share(root)
+    assert not (root / "etc/machine-id").exists()  # no systemd: nothing to fill it in
+    (root / "usr/lib/systemd").mkdir(parents=True, exist_ok=True)
+    (root / "usr/lib/systemd/systemd").write_text("")
+    cf.make_safe_to_share(root)
+    machine_id = root / "etc/machine-id"
+    assert machine_id.read_text() == ""
+    assert stat.S_IMODE(machine_id.stat().st_mode) == 0o444
+
+
 # --- accounts ---------------------------------------------------------------------
 
 

@@ -73,7 +73,29 @@ def bootstrap(plan: Plan, runner: Runner, root: Path, extra: Sequence[str] = ())
     if plan.bootstrap_tool == "mmdebstrap":
         runner.run(mmdebstrap_argv(plan, root, extra), label="mmdebstrap",
                    what="bootstrapping with mmdebstrap failed")
-        return
+    else:
+        _debootstrap(plan, runner, root)
+    drop_host_copies(root)
+
+
+# Both tools copy these from the host so that apt can resolve names in the
+# root; left there they would ship the build host's name server in the image.
+HOST_COPIES = ("etc/resolv.conf",)
+
+
+def drop_host_copies(root: Path, host: Path = Path("/")) -> None:
+    """Remove the host's files the bootstrap tool copied in (a package's own
+    version, or a symbolic link such as systemd-resolved's, stays)."""
+    for rel in HOST_COPIES:
+        copy, original = root / rel, host / rel
+        if copy.is_symlink() or not copy.is_file() or not original.is_file():
+            continue
+        if copy.read_bytes() == original.read_bytes():
+            copy.unlink()
+            log.debug("removed the build host's /%s from the root", rel)
+
+
+def _debootstrap(plan: Plan, runner: Runner, root: Path) -> None:
     two_stage = bool(plan.foreign and not plan.foreign.entry.fix_binary)
     try:
         runner.run(debootstrap_argv(plan, root, two_stage), label="debootstrap",

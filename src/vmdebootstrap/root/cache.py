@@ -32,7 +32,7 @@ from vmdebootstrap.root.bootstrap import bootstrap, remove_handler
 
 log = logging.getLogger("vmdebootstrap")
 
-FORMAT = 1
+FORMAT = 2  # 2: roots no longer carry the build host's resolv.conf
 KEEP_ROOTS = 6  # bootstrapped roots kept; the least recently used go first
 
 

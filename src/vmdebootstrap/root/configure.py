@@ -54,12 +54,23 @@ WantedBy=multi-user.target
 """
 
 
+def write_config(path: Path, text: str, mode: int = 0o644) -> None:
+    """A file of ours in the image, with the mode Debian gives such files
+    whatever the one it replaces had (mmdebstrap copies the host's)."""
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def has_systemd(root: Path) -> bool:
+    return any((root / d / "systemd/systemd").exists() for d in ("usr/lib", "lib"))
+
+
 def set_hostname(plan: Plan, root: Path) -> None:
     name = plan.system.hostname
-    (root / "etc/hostname").write_text(name + "\n")
+    write_config(root / "etc/hostname", name + "\n")
     # sudo resolves the host name on every call; without this line it
     # prints "unable to resolve host" (the live-image guide's complaint).
-    (root / "etc/hosts").write_text(HOSTS.format(name=name))
+    write_config(root / "etc/hosts", HOSTS.format(name=name))
 
 
 def _edit_shadow(root: Path, name: str, password: str | None = None,
@@ -119,7 +130,7 @@ def configure_apt(plan: Plan, root: Path) -> None:
     lines = [f"deb {mirror} {plan.distribution} {comps}"]
     if plan.distribution not in ("sid", "experimental"):
         lines.append(f"deb {mirror} {plan.distribution}-updates {comps}")
-    (root / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+    write_config(root / "etc/apt/sources.list", "\n".join(lines) + "\n")
     build = plan.mirror.rstrip("/")
     listdir = root / "etc/apt/sources.list.d"
     if listdir.is_dir() and build != mirror:
@@ -156,14 +167,14 @@ def configure_network(plan: Plan, root: Path) -> None:
     if plan.system.dhcp == "networkd":
         netdir = root / "etc/systemd/network"
         netdir.mkdir(parents=True, exist_ok=True)
-        (netdir / "80-vmdebootstrap-dhcp.network").write_text(NETWORKD_DHCP)
+        write_config(netdir / "80-vmdebootstrap-dhcp.network", NETWORKD_DHCP)
         _enable_unit(root, "systemd-networkd.service", "multi-user.target")
         if _unit_file(root, "systemd-resolved.service"):
             _enable_unit(root, "systemd-resolved.service", "multi-user.target")
     else:
         ifdir = root / "etc/network/interfaces.d"
         ifdir.mkdir(parents=True, exist_ok=True)
-        (ifdir / "setup").write_text(IFUPDOWN_DHCP)
+        write_config(ifdir / "setup", IFUPDOWN_DHCP)
         # ifupdown names eth0; turn predictable interface names off (this is
         # copied into the initramfs, hence the initramfs update it needs).
         link = root / "etc/systemd/network/99-default.link"
@@ -187,9 +198,11 @@ def configure_serial_console(plan: Plan, root: Path) -> None:
 def make_safe_to_share(root: Path) -> None:
     """No per-machine identity or build leftovers in an image handed out."""
     machine_id = root / "etc/machine-id"
-    if machine_id.exists() or machine_id.is_symlink():
-        machine_id.unlink()
-        machine_id.write_text("")  # systemd fills it in at first boot
+    if machine_id.exists() or machine_id.is_symlink() or has_systemd(root):
+        machine_id.unlink(missing_ok=True)
+        # Empty, as systemd ships it: filled in at first boot, and the
+        # first boot is detected from it.
+        write_config(machine_id, "", mode=0o444)
     dbus_id = root / "var/lib/dbus/machine-id"
     if dbus_id.is_file() and not dbus_id.is_symlink():
         dbus_id.unlink()
@@ -198,7 +211,7 @@ def make_safe_to_share(root: Path) -> None:
         key.unlink()
     if (root / "usr/sbin/sshd").exists():
         unit = root / "etc/systemd/system/vmdebootstrap-ssh-keygen.service"
-        unit.write_text(SSH_KEYGEN_UNIT)
+        write_config(unit, SSH_KEYGEN_UNIT)
         wants = root / "etc/systemd/system/multi-user.target.wants"
         wants.mkdir(parents=True, exist_ok=True)
         link = wants / unit.name
