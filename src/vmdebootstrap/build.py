@@ -31,6 +31,7 @@ from vmdebootstrap.root import configure as cf
 from vmdebootstrap.root import reproducible
 from vmdebootstrap.root.cache import MirrorRelease, bootstrap_with_cache
 from vmdebootstrap.root.hook import HookEnv, run_hook
+from vmdebootstrap.root.hookapt import build_sources
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -101,8 +102,9 @@ def populate(ctx: Context) -> None:
         hook = plan.system.hook
         if hook:
             step(f"Running the customisation hook {hook}")
-            run_hook(runner, hook, root, str(plan.targets.path), hook_env(plan),
-                     plan.system.hook_timeout)
+            with build_sources(plan, runner, root):
+                run_hook(runner, hook, root, str(plan.targets.path), hook_env(plan),
+                         plan.system.hook_timeout)
         if cf.needs_initramfs_update(plan):
             with chroot_mounts(runner, root), daemons_blocked(root):
                 cf.update_initramfs(plan, runner, root)

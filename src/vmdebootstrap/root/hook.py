@@ -229,11 +229,11 @@ def restore_apt_sources(root: Path) -> bool:
             os.replace(entry, dest / entry.name)
         saved_d.rmdir()
     saved.rmdir()
-    _clear_apt_lists(root)
+    clear_apt_lists(root)
     return True
 
 
-def _clear_apt_lists(root: Path) -> None:
+def clear_apt_lists(root: Path) -> None:
     lists = root / "var/lib/apt/lists"
     if not lists.is_dir():
         return
