@@ -79,7 +79,7 @@ def session_cache() -> Iterator[Path]:
 
 
 def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
-                  env: dict[str, str] | None = None) -> Run:
+                  env: dict[str, str] | None = None, stdin: str | None = None) -> Run:
     """Run the real command, as a user would (with the session's cache)."""
     import time
 
@@ -88,7 +88,8 @@ def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "vmdebootstrap", *args],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+                          env={**os.environ, **(env or {})}, check=False,
+                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
     took = time.monotonic() - started
     outputs = [f"{a} {b}" for a, b in itertools.pairwise(args)
                if a in ("--image", "--tarball", "--squash", "--iso")]
