@@ -19,7 +19,7 @@ from vmdebootstrap.errors import BuildError, Interrupted, UsageError, Vmdebootst
 from vmdebootstrap.host.run import Masker, SubprocessRunner
 from vmdebootstrap.intent.config_files import default_config_files, dump_config, read_config
 from vmdebootstrap.intent.options import GROUPS, OPTIONS, Kind
-from vmdebootstrap.intent.settings import Settings, build_settings
+from vmdebootstrap.intent.settings import SECRET_OPTIONS, Settings, build_settings
 
 if TYPE_CHECKING:
     from vmdebootstrap.intent.plan import Plan
@@ -31,6 +31,27 @@ log = logging.getLogger("vmdebootstrap")
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+
+# A password of "-" is read from standard input (--user NAME/-, --root-password -).
+STDIN = "-"
+# Where the order of the password options on the command line is noted.
+_PASSWORD_ORDER = "password_order"
+
+
+class _NoteOrder(argparse.Action):
+    """--user (appends) and --root-password (the last one wins), noting the
+    order they came in, which is the order their '-' passwords are read."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[object] | None,
+                 option_string: str | None = None) -> None:
+        if self.dest == "user":
+            setattr(namespace, self.dest, [*getattr(namespace, self.dest, []), values])
+        else:
+            setattr(namespace, self.dest, values)
+        order = [*getattr(namespace, _PASSWORD_ORDER, []), self.dest]
+        setattr(namespace, _PASSWORD_ORDER, order)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -52,6 +73,13 @@ def make_parser() -> argparse.ArgumentParser:
             if opt.negatable and not opt.name.startswith("no-"):
                 group.add_argument(f"--no-{opt.name}", dest=opt.dest, action="store_false",
                                    help=argparse.SUPPRESS)
+            if opt.opposite:
+                group.add_argument(f"--{opt.opposite}", dest=opt.dest, action="store_false",
+                                   help=f"the opposite of {flag}"
+                                   + (" (the default)" if opt.default is False else ""))
+        elif opt.name in SECRET_OPTIONS:
+            group.add_argument(flag, dest=opt.dest, action=_NoteOrder, metavar=opt.metavar,
+                               help=helptext)
         elif opt.kind is Kind.LIST:
             group.add_argument(flag, dest=opt.dest, action="append", metavar=opt.metavar,
                                help=helptext)
@@ -65,6 +93,13 @@ def make_parser() -> argparse.ArgumentParser:
                       help="do not read /etc/vmdebootstrap.conf and ~/.vmdebootstrap.conf")
     meta.add_argument("--dump-config", action="store_true",
                       help="print the effective configuration and exit")
+    meta.add_argument("--list-config-files", action="store_true",
+                      help="print the config files that would be read, in order, and exit")
+    meta.add_argument("--dump-setting-names", action="store_true",
+                      help="print the name of every setting (the keys of config files) "
+                      "and exit")
+    meta.add_argument("--help-all", action="help",
+                      help="show this help message (every option) and exit")
     return parser
 
 
@@ -77,12 +112,31 @@ def parse(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace]:
 
 def parse_collecting(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace, list[str]]:
     """Like parse(), but bad values are returned as problems, not raised."""
-    ns = make_parser().parse_args(list(argv))
+    return settings_of(make_parser().parse_args(list(argv)))
+
+
+def config_files_of(ns: argparse.Namespace) -> list[Path]:
+    """The config files to read, in order: the default ones, then --config."""
     given = vars(ns)
     configs: list[Path] = []
     if not given.get("no_default_configs"):
         configs += default_config_files()
     configs += [Path(c) for c in given.get("config", [])]
+    return configs
+
+
+def setting_names() -> list[str]:
+    """Every key a config file takes (an option's other name after it)."""
+    return [n for o in OPTIONS for n in (o.name, o.opposite) if n]
+
+
+def settings_of(ns: argparse.Namespace) -> tuple[Settings, argparse.Namespace, list[str]]:
+    """Settings from parsed arguments and the config files; the '-' passwords
+    are read first (ns.stdin_passwords lists them, for masking)."""
+    problems: list[str] = []
+    ns.stdin_passwords = _read_stdin_passwords(ns, problems)
+    given = vars(ns)
+    configs = config_files_of(ns)
     layers: list[tuple[str, dict[str, object]]] = []
     for path in configs:
         layers.append((str(path), read_config(path)))
@@ -93,8 +147,93 @@ def parse_collecting(argv: Sequence[str]) -> tuple[Settings, argparse.Namespace,
             cli_values[opt.name] = tuple(value) if opt.kind is Kind.LIST else value
     cli_values["config-files"] = tuple(str(p) for p in configs)
     layers.append(("command line", cli_values))
-    problems: list[str] = []
     return build_settings(layers, problems), ns, problems
+
+
+def _stdin_passwords_wanted(ns: argparse.Namespace) -> list[tuple[str, int]]:
+    """The '-' passwords, in command line order, as (dest, index into
+    ns.user); only the last --root-password counts (as for any option
+    given twice)."""
+    order: list[str] = getattr(ns, _PASSWORD_ORDER, [])
+    users: list[str] = getattr(ns, "user", [])
+    wanted: list[tuple[str, int]] = []
+    user_index = 0
+    last_root = len(order) - 1 - order[::-1].index("root_password") \
+        if "root_password" in order else -1
+    for position, dest in enumerate(order):
+        if dest == "user":
+            if users[user_index].partition("/")[2] == STDIN:
+                wanted.append((dest, user_index))
+            user_index += 1
+        elif position == last_root and ns.root_password == STDIN:
+            wanted.append((dest, -1))
+    return wanted
+
+
+def _read_stdin_passwords(ns: argparse.Namespace, problems: list[str]) -> list[str]:
+    """Replace the '-' of --user NAME/- and --root-password - with lines of
+    standard input: one line for each '-', in the order the options are on
+    the command line.  Only the trailing newline is taken off a line; an
+    empty line is an empty password (for --user, as NAME/ is) or a problem
+    (for --root-password).  Standard input is only read when a '-' is
+    given.  An option whose password is missing is left out, with a
+    problem that names it.  Returns the passwords read."""
+    wanted = _stdin_passwords_wanted(ns)
+    if not wanted:
+        return []
+    users: list[str] = list(getattr(ns, "user", []))
+    read: list[str] = []
+    dropped: set[tuple[str, int]] = set()
+    for count, (dest, index) in enumerate(wanted, 1):
+        name = users[index].partition("/")[0] if dest == "user" else ""
+        where = f"--user {name}/-" if dest == "user" else "--root-password -"
+        line, problem = _read_line(where)
+        if line is None:  # nothing more can be read: neither this password nor the rest
+            if problem is None:
+                problem = (f"{where}: standard input ended before this password (it is "
+                           f"password {count} of {len(wanted)}: one line is read for each "
+                           "'-', in command line order)")
+            problems.append(problem)
+            dropped.update(wanted[count - 1:])
+            break
+        if problem is None and not line and dest != "user":
+            problem = f"{where}: the line read from standard input is empty: give a password"
+        if problem is not None:
+            problems.append(problem)
+            dropped.add((dest, index))
+            continue
+        read.append(line)
+        if dest == "user":
+            users[index] = f"{name}/{line}"
+        else:
+            setattr(ns, dest, line)
+    if ("root_password", -1) in dropped:
+        delattr(ns, "root_password")
+    if users:
+        ns.user = [u for i, u in enumerate(users) if ("user", i) not in dropped]
+    return read
+
+
+def _read_line(where: str) -> tuple[str | None, str | None]:
+    """A line of standard input without its newline (None at its end), and
+    a problem with it.  A problem never shows the line: it is a password."""
+    stdin = sys.stdin
+    if stdin is None:
+        return None, f"{where}: there is no standard input to read the password from"
+    try:
+        line = stdin.readline()
+    except UnicodeDecodeError:
+        return None, f"{where}: the password on standard input is not valid UTF-8 text"
+    except (OSError, ValueError) as exc:
+        return None, f"{where}: cannot read the password from standard input: {exc}"
+    if not line:
+        return None, None
+    line = line.removesuffix("\n")
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8, as lone surrogates
+        return line, f"{where}: the password on standard input is not valid UTF-8 text"
+    return line, None
 
 
 class _MaskingFormatter(logging.Formatter):
@@ -117,12 +256,13 @@ def setup_logging(s: Settings, masker: Masker, to_file: bool = True) -> None:
     console.setFormatter(_MaskingFormatter("%(message)s", masker))
     log.addHandler(console)
     if to_file and s.log and s.log != "none":
-        # The log can show the image's accounts and mirror: not world-readable.
+        # The log can show the image's accounts and mirror: by default (--log-mode
+        # 0600) not world-readable.
         try:
-            fd = os.open(s.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(s.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, s.log_mode)
         except OSError as exc:
             raise UsageError(f"--log: cannot open {s.log}: {exc.strerror or exc}") from None
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, s.log_mode)  # not the umask's, nor an existing file's mode
         fileh = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
         level = "critical" if s.log_level == "fatal" else s.log_level
         fileh.setLevel(getattr(logging, level.upper()))
@@ -204,7 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = list(sys.argv[1:] if argv is None else argv)
         _check_encoding(args)
-        settings, ns, problems = parse_collecting(args)
+        ns = make_parser().parse_args(args)
+        if getattr(ns, "list_config_files", False):
+            print("".join(f"{path}\n" for path in config_files_of(ns)), end="")
+            return 0
+        if getattr(ns, "dump_setting_names", False):
+            print("\n".join(setting_names()))
+            return 0
+        settings, ns, problems = settings_of(ns)
+        for password in ns.stdin_passwords:
+            masker.add(password)
         if settings.root_password:
             masker.add(settings.root_password)
         for value in settings.user:

@@ -179,7 +179,7 @@ def test_password_in_config_not_in_errors(run_cli: RunCli, tmp_path: Path) -> No
 
 def test_one_error_line_per_problem(run_cli: RunCli, host: Host) -> None:
     argv = ("--image", "disk.img", "--tarball", "root.zip", "--hostname=bad_host",
-            "--apt-mirror", MIRROR, "--owner", "nobody-here")
+            "--apt-mirror", MIRROR, "--owner", "nobody-here", "--package", "Bad Name")
     with pytest.raises(UsageError) as info:
         make_plan(parse(*argv), host)
     result = run_cli(*argv)

@@ -226,6 +226,7 @@ ROUND_TRIP_ARGV = (
     "--squash-compression", "zstd:19", "--pkglist", "--owner", "builder",
     "--iso-volume-id", "MY_LIVE", "--iso-menu-title", "My live, with a comma",
     "--kernel-append", "quiet splash", "--verbose", "--log", "x.log", "--log-level", "info",
+    "--log-mode", "0640", "--no-update-initramfs",
 )
 
 

@@ -10,7 +10,9 @@ replaced by one that fails the test.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,6 +142,28 @@ def test_dump_config_of_anything(run_cli: RunCli, safe: None,
                                  pairs: list[tuple[object, str]]) -> None:
     argv = [a for opt, value in pairs for a in option_args(opt, value)]
     check(run_cli(*argv, "--dump-config"), raw_output=True)
+
+
+@FUZZ
+@given(st.lists(st.one_of(st.sampled_from(["-", "\n", "\r\n", "\0", "\udcff", "é"]), TEXT),
+                max_size=6).map("".join),
+       st.lists(st.sampled_from([("--user", "alice/-"), ("--user", "bob/-"),
+                                 ("--user", "carol/x"), ("--root-password", "-"),
+                                 ("--root-password", "given"), ("--lock-root-password",),
+                                 ("--dump-config",)]), min_size=1, max_size=5))
+def test_any_standard_input_for_dash_passwords(run_cli: RunCli, safe: None,
+                                                monkeypatch: pytest.MonkeyPatch, text: str,
+                                                options: list[tuple[str, ...]]) -> None:
+    """--user NAME/- and --root-password - with anything on standard input:
+    exit 0 or 2, and no line read ever shows (the masker hides lines of 6
+    characters or more)."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    argv = [a for option in options for a in option]
+    result = run_cli("--tarball", "root.tar", *argv, "--dry-run")
+    check(result, raw_output="--dump-config" in argv)
+    for line in text.split("\n"):
+        if len(line) >= 6 and line.isprintable() and line.strip() == line:
+            assert line not in result.out + result.err
 
 
 @pytest.mark.parametrize("argv", [

@@ -128,6 +128,8 @@ def test_convert_names_key_and_file_for_configs() -> None:
     ("hook-timeout", " 60 ", 60),
     ("size", "2G", 2 * 10**9),
     ("roottype", "btrfs", "btrfs"),
+    ("log-mode", "0644", 0o644),
+    ("log-mode", " 600 ", 0o600),
 ])
 def test_convert_values(name: str, raw: object, expected: object) -> None:
     assert convert(name, raw, "command line") == (expected, None)
@@ -145,6 +147,8 @@ def test_convert_values(name: str, raw: object, expected: object) -> None:
     ("sudo", "perhaps", "--sudo: 'perhaps' is not a boolean"),
     ("package", "a\nb", "--package:"),
     ("custom-package", "x\0.deb", "--custom-package:"),
+    ("log-mode", "0800", "--log-mode: '0800' is not an octal file mode"),
+    ("log-mode", "4755", "--log-mode: '4755' is more than 0777"),
 ])
 def test_convert_problems(name: str, raw: object, fragment: str) -> None:
     value, problem = convert(name, raw, "command line")

@@ -8,7 +8,14 @@ import os
 from pathlib import Path
 
 from vmdebootstrap.errors import UsageError
-from vmdebootstrap.intent.options import BY_NAME, OPTIONS, Kind
+from vmdebootstrap.intent.options import (
+    BY_NAME,
+    OPPOSITES,
+    OPTIONS,
+    Kind,
+    format_mode,
+    parse_bool,
+)
 from vmdebootstrap.intent.settings import SECRET_OPTIONS, Settings
 
 SECTION = "config"
@@ -39,10 +46,29 @@ def read_config(path: Path) -> dict[str, object]:
     problems = [f"--config: {path}: unknown section [{s}] (only [{SECTION}] is read)"
                 for s in parser.sections() if s != SECTION]
     values: dict[str, object] = {}
+    set_by: dict[str, str] = {}  # option name -> the key that set it
     for key, value in parser.items(SECTION):
         name = key.strip().replace("_", "-")
-        if name not in BY_NAME:
+        negate = name in OPPOSITES  # update-initramfs = yes: no-update-initramfs = no
+        if negate:
+            name = OPPOSITES[name].name
+        elif name not in BY_NAME:
             problems.append(f"--config: {path}: unknown key '{key}'")
+            continue
+        if BY_NAME[name].opposite and name in set_by:
+            problems.append(f"--config: {path}: '{set_by[name]}' and '{key}' both set "
+                            f"{name}: give one")
+            continue
+        set_by[name] = key
+        if name in SECRET_OPTIONS and _reads_stdin(name, value):
+            problems.append(f"--config: {path}: '{key}': a password of '-' (read from "
+                            "standard input) only works on the command line")
+            continue
+        if negate:
+            try:
+                values[name] = not parse_bool(value)
+            except ValueError as exc:
+                problems.append(f"'{key}' in {path}: {exc}")
             continue
         values[name] = value
     if problems:
@@ -50,9 +76,20 @@ def read_config(path: Path) -> dict[str, object]:
     return values
 
 
+def _reads_stdin(name: str, value: str) -> bool:
+    """root-password = -, or a user NAME/- (read from standard input on the
+    command line)."""
+    if name == "root-password":
+        return value.strip() == "-"
+    return any(item.strip().partition("/")[2] == "-" for item in value.split(","))
+
+
 def _format(kind: Kind, value: object) -> str:
     if kind is Kind.BOOL:
         return "yes" if value else "no"
+    if kind is Kind.MODE:
+        assert isinstance(value, int)
+        return format_mode(value)
     if isinstance(value, tuple):
         return ", ".join(value)
     return str(value)

@@ -16,6 +16,7 @@ class Kind(Enum):
     LIST = "list"  # repeatable on the command line, comma separated in configs
     SIZE = "size"  # bytes, with k/M/G/T or KiB/MiB/GiB/TiB suffixes
     INT = "int"
+    MODE = "mode"  # an octal file mode, 0 to 0777, as chmod takes it
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class Option:
     choices: tuple[str, ...] | None = None
     negatable: bool = True  # bool options also get --no-NAME, as in 1.x
     output: bool = False  # names an output kind (vmdebootstrap.outputs.kinds)
+    # A bool option's other name for the opposite value, as 1.x had both
+    # --no-update-initramfs and --update-initramfs: on the command line (the
+    # later one wins) and as a config file key.
+    opposite: str | None = None
 
     @property
     def dest(self) -> str:
@@ -44,14 +49,15 @@ GROUPS = {
     "run": "running vmdebootstrap",
 }
 
-S, B, L, Z, N = Kind.STR, Kind.BOOL, Kind.LIST, Kind.SIZE, Kind.INT
+S, B, L, Z, N, M = Kind.STR, Kind.BOOL, Kind.LIST, Kind.SIZE, Kind.INT, Kind.MODE
 
 OPTIONS: tuple[Option, ...] = (
     # outputs: exactly one kind per run (--squash may accompany --iso)
     Option("image", S, "build a bootable raw disk image in FILE", metavar="FILE", group="output",
            output=True),
-    Option("tarball", S, "write the root filesystem as a tarball FILE (.tar, .tar.gz, .tar.xz, "
-           ".tar.zst)", metavar="FILE", group="output", output=True),
+    Option("tarball", S, "write the root filesystem as a tarball FILE, compressed as its "
+           "suffix says (.tar.gz, .tar.xz, .tar.zst, .tar.bz2...; a plain tar otherwise)",
+           metavar="FILE", group="output", output=True),
     Option("squash", S, "write filesystem.squashfs, the kernel and the initrd into DIR",
            metavar="DIR", group="output", output=True),
     Option("iso", S, "build a hybrid BIOS+UEFI live ISO in FILE", metavar="FILE", group="output",
@@ -87,11 +93,12 @@ OPTIONS: tuple[Option, ...] = (
            "or the mirror's Release date when unset)", default=False),
     # configuration of the image
     Option("hostname", S, "host name of the image", default="debian", group="configure"),
-    Option("root-password", S, "root password (hashed before it reaches the image)",
-           metavar="PASSWORD", group="configure"),
+    Option("root-password", S, "root password (hashed before it reaches the image); - reads "
+           "it from standard input", metavar="PASSWORD", group="configure"),
     Option("lock-root-password", B, "lock the root account", default=False, group="configure"),
     Option("user", L, "create a user; NAME/ gives an empty password to be changed at first "
-           "login", metavar="NAME/PASSWORD", group="configure"),
+           "login, NAME/- reads the password from standard input", metavar="NAME/PASSWORD",
+           group="configure"),
     Option("sudo", B, "install sudo and put the users in the sudo group", default=False,
            group="configure"),
     Option("enable-dhcp", B, "bring up wired interfaces with DHCP", default=False,
@@ -108,8 +115,9 @@ OPTIONS: tuple[Option, ...] = (
            group="configure"),
     Option("hook-timeout", N, "seconds the hook may run", default=10800, metavar="SECONDS",
            group="configure"),
-    Option("no-update-initramfs", B, "do not rebuild the initramfs", default=False,
-           negatable=False, group="configure"),
+    Option("no-update-initramfs", B, "do not rebuild the initramfs (--update-initramfs: "
+           "rebuild it, the default)", default=False, negatable=False, group="configure",
+           opposite="update-initramfs"),
     # disk images
     Option("size", Z, "size of the disk image", default="1G", group="image"),
     Option("bootsize", Z, "size of a separate /boot partition", group="image"),
@@ -152,7 +160,9 @@ OPTIONS: tuple[Option, ...] = (
            group="output"),
     # running
     Option("verbose", B, "show each step on stdout", default=False, group="run"),
-    Option("log", S, "write a log to FILE (mode 0600)", metavar="FILE", group="run"),
+    Option("log", S, "write a log to FILE (created with --log-mode)", metavar="FILE", group="run"),
+    Option("log-mode", M, "octal file mode of the --log file", default="0600", metavar="MODE",
+           group="run"),
     Option("log-level", S, "log level", default="debug", group="run",
            choices=("debug", "info", "warning", "error", "critical", "fatal")),
     Option("dry-run", B, "validate and print the plan; change nothing", default=False,
@@ -160,11 +170,14 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME = {o.name: o for o in OPTIONS}
+# The other names of bool options, meaning the opposite value.
+OPPOSITES = {o.opposite: o for o in OPTIONS if o.opposite}
 # The output kinds, in the order the option table lists them.
 OUTPUT_KINDS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.output)
 
 # Options that only exist on the command line, never in a config file.
-META_OPTIONS = ("config", "no-default-configs", "dump-config")
+META_OPTIONS = ("config", "no-default-configs", "dump-config", "list-config-files",
+                "dump-setting-names", "help-all")
 
 SIZE_UNITS = {
     "": 1, "b": 1,
@@ -186,6 +199,21 @@ def parse_size(text: str) -> int:
     if value > 2**62:
         raise ValueError(f"{text!r} is too large")
     return int(value)
+
+
+def parse_mode(text: str) -> int:
+    """An octal file mode as chmod takes it: 0600, 644; at most 0777."""
+    value = text.strip()
+    if not value or any(c not in "01234567" for c in value):
+        raise ValueError(f"{text!r} is not an octal file mode (use e.g. 0600 or 0644)")
+    mode = int(value, 8)
+    if mode > 0o777:
+        raise ValueError(f"{text!r} is more than 0777 (no setuid, setgid or sticky bit)")
+    return mode
+
+
+def format_mode(mode: int) -> str:
+    return f"0{mode:03o}"
 
 
 def parse_bool(text: str) -> bool:

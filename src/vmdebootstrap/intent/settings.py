@@ -15,6 +15,7 @@ from vmdebootstrap.intent.options import (
     OUTPUT_KINDS,
     Kind,
     parse_bool,
+    parse_mode,
     parse_size,
 )
 
@@ -89,6 +90,7 @@ class Settings:
     # running
     verbose: bool = False
     log: str | None = None
+    log_mode: int = 0o600
     log_level: str = "debug"
     dry_run: bool = False
     # where settings came from; hooks are also searched beside config files
@@ -147,6 +149,8 @@ def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
             value = listed
         elif opt.kind is Kind.SIZE:
             value = parse_size(str(raw))
+        elif opt.kind is Kind.MODE:
+            value = parse_mode(str(raw))
         elif opt.kind is Kind.INT:
             value = int(str(raw).strip())
             if value <= 0:
@@ -195,5 +199,7 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
     for opt in OPTIONS:
         if opt.default is not None and opt.kind is Kind.SIZE:
             defaults[opt.dest] = parse_size(str(opt.default))
+        elif opt.default is not None and opt.kind is Kind.MODE:
+            defaults[opt.dest] = parse_mode(str(opt.default))
     defaults.update(values)
     return Settings(**defaults)  # type: ignore[arg-type]

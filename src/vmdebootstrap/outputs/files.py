@@ -24,18 +24,21 @@ PKGLIST_FORMAT = "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${
 
 def tar_argv(root: Path, output: Path, name: str | None = None,
              epoch: int | None = None) -> list[str]:
-    """``name``: the final file name, which picks the compressor (``output``
-    may be a temporary name)."""
+    """``name``: the final file name, whose suffix picks the compressor as
+    1.x's ``tar -a`` did (``output`` may be a temporary name); a name with no
+    compressing suffix (outputs.kinds.TARBALL_SUFFIXES) is a plain tar."""
     name = name or output.name
     compress: list[str] = []
-    if name.endswith((".tar.gz", ".tgz")):
+    if name.endswith((".gz", ".tgz", ".taz")):
         compress = ["--use-compress-program=gzip -n"]
-    elif name.endswith((".tar.xz", ".txz")):
+    elif name.endswith((".xz", ".txz")):
         compress = ["--use-compress-program=xz -T0"]
-    elif name.endswith(".tar.zst"):
+    elif name.endswith((".zst", ".tzst")):
         compress = ["--use-compress-program=zstd -T0 -q"]
-    elif name.endswith(".tar.bz2"):
+    elif name.endswith((".bz2", ".tbz", ".tbz2", ".tz2")):
         compress = ["--bzip2"]
+    elif name.endswith((".lzma", ".tlz")):
+        compress = ["--use-compress-program=xz --format=lzma"]
     stable: list[str] = []
     if epoch is not None:
         stable = [f"--mtime=@{epoch}", "--clamp-mtime",
@@ -146,7 +149,9 @@ def check_squash_dir(runner: Runner, stage: Path, kernel_required: bool = True) 
 
 
 def check_tarball(runner: Runner, tarball: Path, name: str) -> None:
-    """The tarball must list back whole (a truncated stream fails here)."""
+    """The tarball must list back whole (a truncated stream fails here),
+    through the compressor its name picked; a plain tar (any other name)
+    is listed as it is."""
     argv = tar_argv(Path("/"), tarball, name)
     compress = [a for a in argv if a.startswith("--use-compress-program") or a == "--bzip2"]
     runner.run(["tar", "--list", "--file", str(tarball), *compress], capture=True,

@@ -35,7 +35,12 @@ class Job:
     work: Path
 
 
-TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
+# The suffixes that compress a --tarball, as 1.x's tar -a (--auto-compress)
+# read them (files.tar_argv picks the program).  Any other name, .tar among
+# them, is a plain tar.
+TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".taz", ".gz", ".tar.xz", ".txz", ".xz", ".tar.zst",
+                    ".tzst", ".zst", ".tar.bz2", ".tbz", ".tbz2", ".tz2", ".bz2", ".tar.lzma",
+                    ".tlz", ".lzma")
 
 
 class OutputKind:
@@ -65,13 +70,6 @@ class OutputKind:
 
 class Tarball(OutputKind):
     name = "tarball"
-
-    def problems(self, path: str) -> list[str]:
-        problems = super().problems(path)
-        if not path.endswith(TARBALL_SUFFIXES):  # the name picks the compressor
-            problems.append(f"--tarball: {path!r} should end in one of "
-                            f"{', '.join(TARBALL_SUFFIXES)}")
-        return problems
 
     def write(self, job: Job) -> list[Path]:
         targets, runner = job.plan.targets, job.runner
