@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.errors import BuildError
+from vmdebootstrap.errors import BuildError, UsageError
 from vmdebootstrap.host import resources
+from vmdebootstrap.host.apt_sources import DEFAULT_ETC_APT, default_mirror
 from vmdebootstrap.host.run import SubprocessRunner
 from vmdebootstrap.root.hook import (
     HELPERS,
@@ -39,24 +40,13 @@ SUITE = "bookworm"
 PACKAGE = "procps"
 
 
-def host_mirror() -> str | None:
-    """The first non-security deb URI of the host's apt sources."""
-    for sources in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for stanza in sources.read_text().split("\n\n"):
-            fields: dict[str, str] = {}
-            for line in stanza.splitlines():
-                if line.startswith("#") or ":" not in line or line[0].isspace():
-                    continue
-                key, value = line.split(":", 1)
-                fields[key.strip().lower()] = value.strip()
-            if "deb" not in fields.get("types", "").split():
-                continue
-            if fields.get("enabled", "yes").lower() == "no":
-                continue
-            for uri in fields.get("uris", "").split():
-                if "security" not in uri:
-                    return uri
-    return None
+def host_mirror(etc_apt: Path = DEFAULT_ETC_APT) -> str | None:
+    """The host's Debian mirror, found as builds find it: in sources.list and
+    sources.list.d/*.list (one-line format) as well as *.sources (deb822)."""
+    try:
+        return default_mirror(etc_apt)
+    except UsageError:
+        return None
 
 
 def host_pseudo_mounts() -> list[str]:
@@ -288,3 +278,131 @@ echo "$before $after"
     assert result.returncode == 0, result.stderr
     before, after = result.stdout.split()
     assert before == after
+
+
+# --- vmdebootstrap 1.x hooks ---------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["sources.list", "sources.list.d/debian.list",
+                                    "sources.list.d/debian.sources"])
+def test_host_mirror_reads_both_formats(tmp_path: Path, layout: str) -> None:
+    etc_apt = tmp_path / "apt"
+    (etc_apt / "sources.list.d").mkdir(parents=True)
+    if layout.endswith(".sources"):
+        text = ("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n"
+                "Components: main\n")
+    else:
+        text = ("deb http://security.example/debian-security bookworm-security main\n"
+                "deb [arch=amd64] http://mirror.example/debian bookworm main contrib\n")
+    (etc_apt / layout).write_text(text)
+    assert host_mirror(etc_apt) == "http://mirror.example/debian/"
+    assert host_mirror(tmp_path / "none") is None
+
+
+def lib_1x(tmp_path: Path) -> Path:
+    """The library at a 1.x-style path, linked as tools/setup-host links it."""
+    lib = tmp_path / "usr/share/vmdebootstrap/common/customise.lib"
+    lib.parent.mkdir(parents=True)
+    lib.symlink_to(HELPERS)
+    return lib
+
+
+def test_1x_mount_support_and_cleanup(root: Path, env: HookEnv, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    script = hook(tmp_path, f"""set -e
+rootdir=$1
+. {lib_1x(tmp_path)}
+trap cleanup 0
+mount_support
+mountpoint -q ${{rootdir}}/proc
+mountpoint -q ${{rootdir}}/sys
+grep -q " ${{rootdir}}/proc .* - proc " /proc/self/mountinfo
+grep -q " ${{rootdir}}/sys .* - sysfs " /proc/self/mountinfo
+chroot ${{rootdir}} test -r /proc/self/status
+cleanup
+for m in proc sys dev/pts dev; do
+    if mountpoint -q "${{rootdir}}/$m"; then echo "$m still mounted" >&2; exit 3; fi
+done
+echo "unmounted"
+""")
+    caplog.set_level(logging.DEBUG)
+    run_hook(SubprocessRunner(), script, root, "live", env, timeout=60)
+    assert "hook: unmounted" in [r.getMessage() for r in caplog.records]
+    # No warnings: after_hook found nothing of the hook's left to undo.
+    assert warnings_in(caplog) == []
+    assert mounted_under(root) == []
+
+
+def test_1x_trap_cleanup_unmounts_on_failure(root: Path, env: HookEnv, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    # 1.x hooks rely on `trap cleanup 0` alone when a command fails.
+    script = hook(tmp_path, f"""set -e
+rootdir=$1
+. {lib_1x(tmp_path)}
+trap cleanup 0
+mount_support
+false
+""")
+    with pytest.raises(BuildError, match="status 1"):
+        run_hook(SubprocessRunner(), script, root, "live", env, timeout=60)
+    assert not any("left mounted" in w for w in warnings_in(caplog))
+    assert mounted_under(root) == []
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_1x_hook_runs_unchanged(root: Path, env: HookEnv, tmp_path: Path,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    """A 1.x live hook: bash, plain `chroot apt-get install`, 1.x's names."""
+    package = "hello"
+    assert package not in installed(root)
+    modprobe = root / "etc/modprobe.d"
+    had_modprobe = modprobe.exists()
+    sources = (root / "etc/apt/sources.list").read_text()
+    script = tmp_path / "customise.sh"
+    script.write_text(f"""#!/bin/bash
+
+set -e
+
+rootdir=$1
+
+# common needs rootdir to already be defined.
+. {lib_1x(tmp_path)}
+
+trap cleanup 0
+
+mount_support
+disable_daemons
+prepare_apt_source "$VMDEBOOTSTRAP_MIRROR" '{SUITE}'
+
+chroot ${{rootdir}} sh -c 'echo "frontend=$DEBIAN_FRONTEND"'
+chroot ${{rootdir}} apt-get -q -y install {package}
+
+remove_daemon_block
+replace_apt_source
+
+blacklist_qemu_bochs
+
+echo "Customisation complete"
+""")
+    script.chmod(0o755)
+    caplog.set_level(logging.DEBUG)
+    try:
+        run_hook(SubprocessRunner(), script, root, "live", env, timeout=600)
+        messages = [r.getMessage() for r in caplog.records]
+        assert "hook: frontend=noninteractive" in messages
+        assert "hook: Customisation complete" in messages
+        assert warnings_in(caplog) == []
+        assert package in installed(root)
+        conf = modprobe / "qemu-blacklist.conf"
+        assert conf.read_text() == "blacklist bochs-drm\n"
+        assert conf.stat().st_mode & 0o777 == 0o644
+        assert mounted_under(root) == []
+        assert not (root / POLICY_RC_D).exists()
+        assert (root / "etc/apt/sources.list").read_text() == sources
+        assert not (root / SAVED_SOURCES).exists()
+    finally:
+        # Leave the shared root as this test found it.
+        subprocess.run(["chroot", str(root), "dpkg", "--purge", package],
+                       capture_output=True, check=False)
+        (modprobe / "qemu-blacklist.conf").unlink(missing_ok=True)
+        if not had_modprobe and modprobe.is_dir():
+            shutil.rmtree(modprobe)

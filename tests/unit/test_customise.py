@@ -368,7 +368,8 @@ def sh(script: str, env: Mapping[str, str], path_prefix: Path | None = None
 
 
 FUNCTIONS = ["export_env", "mount_proc", "cleanup", "disable_daemons", "remove_daemon_block",
-             "prepare_apt_source http://m", "replace_apt_source", "apt_install hello"]
+             "prepare_apt_source http://m", "replace_apt_source", "apt_install hello",
+             "mount_support", "prepare_apt_source http://m stable", "blacklist_qemu_bochs"]
 
 
 @pytest.mark.parametrize("call", FUNCTIONS)
@@ -479,3 +480,170 @@ def test_helpers_apt_install_argv(tmp_path: Path) -> None:
         f"chroot {tmp_path} apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Color=0 "
         "--install-recommends install task-xfce-desktop less\n")
     assert sh("apt_install", {"VMDEBOOTSTRAP_ROOT": str(tmp_path)}, stubs).returncode == 1
+
+
+# --- vmdebootstrap 1.x's names (common/customise.lib) -------------------------
+
+# Every function 1.x's library defined; its hooks call them by these names.
+FUNCTIONS_1X = ["cleanup", "mount_support", "disable_daemons", "prepare_apt_source",
+                "remove_daemon_block", "replace_apt_source", "blacklist_qemu_bochs"]
+
+
+def shells() -> list[str]:
+    """sh, and bash if installed: 1.x hooks were often #!/bin/bash."""
+    return ["sh"] + (["bash"] if shutil.which("bash") else [])
+
+
+def fake_mounts(tmp_path: Path) -> Path:
+    """mount and umount stubs that log their argv; mountpoint says "not mounted"."""
+    stubs = fake_commands(tmp_path, ["mount", "umount"])
+    make_script(stubs / "mountpoint", body="#!/bin/sh\nexit 1\n")
+    return stubs
+
+
+@pytest.mark.parametrize("shell", shells())
+def test_helpers_define_1x_functions(shell: str) -> None:
+    names = " ".join(FUNCTIONS_1X)
+    # `command -V` says "NAME is a [shell] function" (bash then prints the body).
+    result = subprocess.run(
+        [shell, "-c", f'. "{HELPERS}"\nfor f in {names}; do command -V "$f" | head -n 1; done'],
+        env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(FUNCTIONS_1X)
+    assert all(line.startswith(f"{name} is a") and line.endswith("function")
+               for name, line in zip(FUNCTIONS_1X, lines, strict=True)), lines
+
+
+def test_helpers_sourcing_exports_1x_environment(tmp_path: Path) -> None:
+    # 1.x hooks run `chroot $rootdir apt-get install` without export_env and
+    # often before (or without) setting rootdir: sourcing alone must do it,
+    # silently, and must not refuse anything.
+    result = subprocess.run(
+        ["sh", "-c", f'. "{HELPERS}"\nenv'],
+        env={"PATH": os.environ["PATH"], "LANGUAGE": "de", "LC_ALL": "de_DE.UTF-8",
+             "LANG": "de_DE.UTF-8"},
+        capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""
+    lines = set(result.stdout.splitlines())
+    assert {"DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIVE_SEEN=true",
+            "LC_ALL=C.UTF-8", "LANG=C.UTF-8"} <= lines
+    assert not any(line.startswith("LANGUAGE=") for line in lines)
+
+
+def test_helpers_export_env_after_sourcing_is_unchanged(tmp_path: Path) -> None:
+    result = sh(f'env >"{tmp_path}/before"; export_env; env >"{tmp_path}/after"; '
+                f'cmp "{tmp_path}/before" "{tmp_path}/after"',
+                {"VMDEBOOTSTRAP_ROOT": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_helpers_mount_support_is_mount_proc(tmp_path: Path) -> None:
+    root = fake_root(tmp_path)
+    stubs = fake_mounts(tmp_path)
+    calls = tmp_path / "calls"
+    env = {"VMDEBOOTSTRAP_ROOT": str(root)}
+    assert sh("mount_proc", env, stubs).returncode == 0
+    by_mount_proc = calls.read_text()
+    calls.unlink()
+    result = sh("mount_support", env, stubs)
+    assert result.returncode == 0, result.stderr
+    assert calls.read_text() == by_mount_proc
+    # What 1.x mounted is among it.
+    assert f"mount -t proc proc {root}/proc\n" in by_mount_proc
+    assert f"mount -t sysfs -o ro sysfs {root}/sys\n" in by_mount_proc
+
+
+def test_helpers_mount_support_uses_rootdir_set_before_sourcing(tmp_path: Path) -> None:
+    # The 1.x way: rootdir=$1, then source the library.
+    root = fake_root(tmp_path)
+    stubs = fake_mounts(tmp_path)
+    full = {"PATH": f"{stubs}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["sh", "-c", f'rootdir=$1\n. "{HELPERS}"\nmount_support', "hook", str(root)],
+        env=full, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"{root}/proc" in (tmp_path / "calls").read_text()
+
+
+def test_helpers_blacklist_qemu_bochs(tmp_path: Path) -> None:
+    root = fake_root(tmp_path)  # no etc/modprobe.d yet
+    result = sh("umask 077; blacklist_qemu_bochs", {"VMDEBOOTSTRAP_ROOT": str(root)})
+    assert result.returncode == 0, result.stderr
+    conf = root / "etc/modprobe.d/qemu-blacklist.conf"
+    assert conf.read_text() == "blacklist bochs-drm\n"
+    assert conf.stat().st_mode & 0o777 == 0o644
+    # Again, over what is there, as 1.x's `>` did.
+    conf.write_text("blacklist something-else\n")
+    assert sh("blacklist_qemu_bochs", {"VMDEBOOTSTRAP_ROOT": str(root)}).returncode == 0
+    assert conf.read_text() == "blacklist bochs-drm\n"
+
+
+def test_helpers_blacklist_qemu_bochs_stays_in_root(tmp_path: Path) -> None:
+    root = fake_root(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "host.conf"
+    target.write_text("host\n")
+    modprobe = root / "etc/modprobe.d"
+    modprobe.mkdir()
+    # A link at the file itself is replaced, not written through.
+    (modprobe / "qemu-blacklist.conf").symlink_to(target)
+    env = {"VMDEBOOTSTRAP_ROOT": str(root)}
+    assert sh("blacklist_qemu_bochs", env).returncode == 0
+    assert target.read_text() == "host\n"
+    assert not (modprobe / "qemu-blacklist.conf").is_symlink()
+    # A directory link that leads out of the root is refused.
+    shutil.rmtree(modprobe)
+    modprobe.symlink_to(outside)
+    result = sh("blacklist_qemu_bochs", env)
+    assert result.returncode == 1 and "leads out of the root" in result.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["host.conf"]
+
+
+@pytest.mark.parametrize("shell", shells())
+def test_helpers_1x_hook_runs_unchanged(shell: str, tmp_path: Path) -> None:
+    """A 1.x live hook, as written for 1.x, against a fake root."""
+    root = fake_root(tmp_path)
+    (root / "etc/apt/sources.list.d/base.list").write_text(
+        "deb http://image.example/debian stable main\n")
+    stubs = fake_mounts(tmp_path)
+    make_script(stubs / "chroot", body=(
+        f'#!/bin/sh\necho "chroot $* DEBIAN_FRONTEND=$DEBIAN_FRONTEND" >>"{tmp_path}/calls"\n'))
+    # The library at 1.x's path is a symbolic link to ours (tools/setup-host).
+    lib = tmp_path / "usr/share/vmdebootstrap/common/customise.lib"
+    lib.parent.mkdir(parents=True)
+    lib.symlink_to(HELPERS)
+    hook = make_script(tmp_path / "customise.sh", body=f"""#!/bin/{shell}
+set -e
+rootdir=$1
+# common needs rootdir to already be defined.
+. {lib}
+trap cleanup 0
+mount_support
+disable_daemons
+prepare_apt_source 'http://build.example/debian' 'stable'
+test -x ${{rootdir}}/usr/sbin/policy-rc.d
+grep -qx 'deb http://build.example/debian stable main' ${{rootdir}}/etc/apt/sources.list
+chroot ${{rootdir}} apt-get -y install task-xfce-desktop
+remove_daemon_block
+replace_apt_source
+blacklist_qemu_bochs
+echo "Customisation complete"
+""")
+    result = subprocess.run([shell, str(hook), str(root), "live"],
+                            env={"PATH": f"{stubs}:{os.environ['PATH']}"},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Customisation complete\n"
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert f"chroot {root} apt-get -q update DEBIAN_FRONTEND=noninteractive" in calls
+    assert (f"chroot {root} apt-get -y install task-xfce-desktop "
+            "DEBIAN_FRONTEND=noninteractive") in calls
+    assert f"mount -t proc proc {root}/proc" in calls
+    apt = root / "etc/apt"
+    assert "image.example/debian bookworm" in (apt / "sources.list").read_text()
+    assert (apt / "sources.list.d/base.list").exists()
+    assert not (root / SAVED_SOURCES).exists()
+    assert not (root / customise.POLICY_RC_D).exists()
+    assert (root / "etc/modprobe.d/qemu-blacklist.conf").read_text() == "blacklist bochs-drm\n"

@@ -19,6 +19,13 @@
 # resolves to the host's /.  Functions return non-zero on failure, so `set -e`
 # stops the hook; vmdebootstrap undoes mounts, the daemon block and the build
 # apt source itself if a hook exits before doing so.
+#
+# vmdebootstrap 1.x hooks run unchanged: tools/setup-host links this file to
+# 1.x's /usr/share/vmdebootstrap/common/customise.lib, sourcing it exports
+# DEBIAN_FRONTEND=noninteractive and a C locale as 1.x's library did, and
+# 1.x's names are here: mount_support (= mount_proc), cleanup,
+# disable_daemons, remove_daemon_block, prepare_apt_source MIRROR SUITE,
+# replace_apt_source and blacklist_qemu_bochs.
 
 # after_hook in customise.py looks for this line to tell our policy-rc.d apart
 # from one the image or the build put there.
@@ -55,15 +62,25 @@ _vmdb_chroot() {
     (unset TMPDIR; chroot "$_vmdb_r" "$@")
 }
 
-export_env() {
-    _vmdb_root || return 1
+_vmdb_export_env() {
     DEBIAN_FRONTEND=noninteractive
     DEBCONF_NONINTERACTIVE_SEEN=true
     LC_ALL=C.UTF-8
     LANG=C.UTF-8
     export DEBIAN_FRONTEND DEBCONF_NONINTERACTIVE_SEEN LC_ALL LANG
+    # 1.x set LANGUAGE=C; unset it is as untranslated and cannot name a
+    # language list that overrides the C locale.
     unset LANGUAGE
 }
+
+export_env() {
+    _vmdb_root || return 1
+    _vmdb_export_env
+}
+
+# As 1.x's library did when sourced: its hooks run apt-get in the root
+# without calling export_env.  Setting the same values again is harmless.
+_vmdb_export_env
 
 # _vmdb_mount TARGET MOUNT-ARGS...: mount unless something already is there.
 _vmdb_mount() {
@@ -91,6 +108,11 @@ mount_proc() {
     fi
     # A private devpts instance: ptys opened in the root are not the host's.
     _vmdb_mount "$_vmdb_r/dev/pts" -t devpts -o newinstance,ptmxmode=0666 devpts
+}
+
+# 1.x's name (1.x mounted only proc and sys; cleanup undoes either).
+mount_support() {
+    mount_proc
 }
 
 # Unmounts what mount_proc mounts, deepest first.  Never fails because
@@ -210,4 +232,25 @@ apt_install() {
         _vmdb_chroot apt-get -y -q -o Dpkg::Use-Pty=0 -o APT::Color=0 \
             --install-recommends install "$@"
     )
+}
+
+# 1.x's helper for images booted in QEMU: keep bochs-drm from loading.
+blacklist_qemu_bochs() {
+    _vmdb_root || return 1
+    _vmdb_d=$_vmdb_r/etc/modprobe.d
+    mkdir -p "$_vmdb_d" || return 1
+    # An etc or etc/modprobe.d that is a symbolic link to an absolute path
+    # would lead out of the root.
+    case $(CDPATH='' cd -- "$_vmdb_d" && pwd -P) in
+        "$_vmdb_r"/*) ;;
+        *)
+            _vmdb_say "blacklist_qemu_bochs: $_vmdb_d leads out of the root"
+            return 1
+            ;;
+    esac
+    _vmdb_f=$_vmdb_d/qemu-blacklist.conf
+    # Removed first, so a symbolic link there is replaced, not followed.
+    rm -f "$_vmdb_f" || return 1
+    printf 'blacklist bochs-drm\n' >"$_vmdb_f" || return 1
+    chmod 644 "$_vmdb_f"
 }
