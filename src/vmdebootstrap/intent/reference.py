@@ -29,7 +29,8 @@ def option_reference() -> str:
                 meaning += f" ({', '.join(opt.choices)})"
             lines.append(f"| {flag} | {meaning} | {default} |")
     lines += ["", "Also: `--config FILE` (repeatable), `--no-default-configs`, "
-              "`--dump-config`, `--version`, `--help`.", END]
+              "`--dump-config`, `--version`, `--help`, and 1.x's (cliapp's) "
+              "`--list-config-files`, `--dump-setting-names`, `--help-all`.", END]
     return "\n".join(lines)
 
 
