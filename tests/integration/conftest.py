@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ def session_cache() -> Iterator[Path]:
     remove_tree(SESSION_CACHE)
 
 
+UNWIND_SECONDS = 300  # how long an interrupted build may take to undo what it set up
+
+
 def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
                   env: dict[str, str] | None = None, stdin: str | None = None) -> Run:
     """Run the real command, as a user would (with the session's cache)."""
@@ -86,15 +90,27 @@ def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
     if "--no-cache" not in args and "--cache-dir" not in args:
         args = (*args, "--cache-dir", str(SESSION_CACHE))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "vmdebootstrap", *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False,
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "vmdebootstrap", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env={**os.environ, **(env or {})},
+                            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+    try:
+        stdout, stderr = proc.communicate(stdin, timeout=timeout)
+    except BaseException:
+        # Ctrl-C on the test run, or a timeout: let the build unwind its
+        # mounts and loop devices (subprocess.run would SIGKILL it and leave
+        # them on the host), and kill it only if it does not finish.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=UNWIND_SECONDS)
+        finally:
+            proc.kill()
+        raise
     took = time.monotonic() - started
     outputs = [f"{a} {b}" for a, b in itertools.pairwise(args)
                if a in ("--image", "--tarball", "--squash", "--iso")]
     print(f"vmdebootstrap {' '.join(outputs)}: exit {proc.returncode} in {took:.0f} s")
-    return Run(proc.returncode, proc.stdout, proc.stderr, took)
+    return Run(proc.returncode, stdout, stderr, took)
 
 
 def elf_machine(data: bytes) -> int:

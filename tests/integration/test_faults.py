@@ -628,7 +628,8 @@ def test_output_is_an_existing_directory(fx: Fx) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("mine\n")
     run, _ = fx.run(*TARBALL, "--tarball", str(out))
-    fx.failed_clearly(run, f"--tarball: {out} is a directory")
+    # The output kind checks its own path: refused before the build (exit 2).
+    fx.failed_clearly(run, f"--tarball: {out} is a directory", code=2)
     assert (out / "keep.txt").read_text() == "mine\n"
     (out / "keep.txt").unlink()
     out.rmdir()
