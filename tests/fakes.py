@@ -33,6 +33,7 @@ class RecordingRunner:
         timeout: float | None = None,
         check: bool = True,
         what: str | None = None,
+        reap: bool = False,
     ) -> Result:
         args = [os.fspath(a) for a in argv]
         self.calls.append(args)

@@ -496,3 +496,32 @@ def test_sighup_while_running_stops_the_child(tmp_path: Path) -> None:
     pids = [int(p) for p in pids_file.read_text().split()]
     assert len(pids) == 2
     assert _wait_dead(pids) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): only a running process counts.
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("reap", [True, False])
+def test_reap_stops_what_a_command_left_in_the_background(tmp_path: Path, reap: bool,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A hook's "sleep 600 >/dev/null &" holds no output, so only reaping
+    its process group stops it."""
+    pidfile = tmp_path / "pid"
+    script = f"sleep 600 >/dev/null 2>&1 & echo $! > {pidfile}"
+    started = time.monotonic()
+    SubprocessRunner().run(sh(script), reap=reap, label="hook")
+    pid = int(pidfile.read_text())
+    try:
+        assert time.monotonic() - started < 15
+        assert _alive(pid) is not reap
+        assert ("hook exited but left processes running; stopping them" in caplog.text) is reap
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)

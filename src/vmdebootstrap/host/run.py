@@ -87,6 +87,7 @@ class Runner(Protocol):
         timeout: float | None = None,
         check: bool = True,
         what: str | None = None,
+        reap: bool = False,
     ) -> Result: ...
 
 
@@ -273,6 +274,7 @@ class SubprocessRunner:
         timeout: float | None = None,
         check: bool = True,
         what: str | None = None,
+        reap: bool = False,
     ) -> Result:
         args = [os.fspath(a) for a in argv]
         label = label or Path(args[0]).name
@@ -283,6 +285,8 @@ class SubprocessRunner:
         proc = self._start_and_wait(args, output, input=input, env=_child_env(args, env),
                                     cwd=cwd, timeout=timeout, what=what)
         self._stop_lingering(proc, output)
+        if reap:
+            _reap(proc, label)
         if check and proc.returncode != 0:
             raise CommandError(self._shown(args), proc.returncode, output.lines(), what)
         return Result(proc.returncode, output.stdout(), output.lines())
@@ -327,6 +331,18 @@ class SubprocessRunner:
                     "stopping them", output.label)
         kill_group(proc)
         output.join_each(LINGER_SECONDS)
+
+
+def _reap(proc: subprocess.Popen[bytes], label: str) -> None:
+    """Stop what the command left running in its process group (a hook's
+    "daemon >/dev/null &", which holds no output for the linger check to see,
+    and which may not have entered the root yet when the clean-up looks)."""
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return
+    log.warning("%s exited but left processes running; stopping them", label)
+    kill_group(proc)
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:

@@ -125,7 +125,8 @@ def _execute(runner: Runner, hook: Path, root: Path, output_name: str, env: Hook
              timeout: float | None) -> None:
     argv = [str(hook), os.path.abspath(root), output_name]
     try:
-        runner.run(argv, env=hook_environment(root, env), label="hook", timeout=timeout)
+        runner.run(argv, env=hook_environment(root, env), label="hook", timeout=timeout,
+                   reap=True)
     except CommandTimeout as e:
         raise BuildError(
             f"customisation hook {hook} failed: still running after --hook-timeout "
