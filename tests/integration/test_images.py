@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -271,13 +272,22 @@ def test_keep_on_failure_keeps_the_image(tmp_path: Path) -> None:
     hook = tmp_path / "fail-hook.sh"
     hook.write_text("#!/bin/sh\nexit 3\n")
     hook.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
     run_ = vmdebootstrap(*COMMON, "--image", str(image), "--size", "2G", "--grub",
                          "--package", "grub-pc", "--customize", str(hook),
-                         "--keep-on-failure")
+                         "--keep-on-failure", env={"TMPDIR": str(work)})
     assert run_.returncode == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fail-hook.sh", "kept.img.failed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fail-hook.sh", "kept.img.failed",
+                                                          "work"]
     table = json.loads(run("sfdisk", "--json", str(tmp_path / "kept.img.failed")))
     assert table["partitiontable"]["partitions"][0]["bootable"] is True
+    # The work directory is kept too, unmounted, and the build says where.
+    (kept,) = work.iterdir()
+    assert f"its work directory is kept in {kept}" in run_.stdout + run_.stderr
+    assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if str(kept) in line]
+    shutil.rmtree(kept)
 
 
 def test_interrupt_undoes_everything(tmp_path: Path) -> None:
