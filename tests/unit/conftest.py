@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit import hostguard
 from vmdebootstrap import cli
 from vmdebootstrap import plan as plan_module
 from vmdebootstrap.errors import UsageError
@@ -59,6 +60,18 @@ offset 0
 magic 7f454c460201010000000000000000000200b700
 mask ffffffffffffff00fffffffffffffffffeffffff
 """
+
+
+@pytest.fixture(autouse=True)
+def host_untouched() -> Iterator[None]:
+    """No unit test changes the real /etc or /var/cache, or uses the network."""
+    hostguard.violations.clear()
+    hostguard.armed = True
+    try:
+        yield
+    finally:
+        hostguard.armed = False
+    assert hostguard.violations == [], "a unit test touched the host"
 
 
 class FakeCrypt:
@@ -124,7 +137,8 @@ def host(tmp_path: Path, etc_apt: Path, binfmt_dir: Path, fake_releases: None,
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return Host(arch="amd64", etc_apt=etc_apt, binfmt_dir=binfmt_dir, today=TODAY,
-                cwd=work, user_exists=lambda name: name in ("builder", "root"))
+                cwd=work, user_exists=lambda name: name in ("builder", "root"),
+                cache_dir=tmp_path / "cache")
 
 
 def parse(*argv: str) -> Settings:

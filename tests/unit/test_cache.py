@@ -48,11 +48,17 @@ def test_key_ignores_what_comes_after_the_bootstrap(plan_of: PlanOf, tmp_path: P
     hook.chmod(0o755)
     base = key_of(plan_of)
     for extra in (["--hostname", "other"], ["--user", "u/pw"], ["--customize", str(hook)],
-                  ["--configure-apt"], ["--enable-dhcp", "--no-systemd-networkd"]):
-        key = key_of(plan_of, *extra)
-        if "--enable-dhcp" in extra:
-            continue  # adds packages, so it does change the tree
-        assert key.digest == base.digest, extra
+                  ["--configure-apt"]):
+        assert key_of(plan_of, *extra).digest == base.digest, extra
+
+
+def test_key_follows_packages_that_options_add(plan_of: PlanOf) -> None:
+    """--enable-dhcp with ifupdown adds packages to the bootstrap: a new tree."""
+    base = key_of(plan_of)
+    dhcp = key_of(plan_of, "--enable-dhcp", "--no-systemd-networkd")
+    assert dhcp.digest != base.digest
+    assert "ifupdown" in dhcp.as_dict()["packages"]
+    assert "ifupdown" not in base.as_dict()["packages"]
 
 
 def test_package_order_does_not_matter(plan_of: PlanOf) -> None:

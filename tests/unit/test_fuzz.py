@@ -272,7 +272,7 @@ def explained(exc: BaseException, **plan_values: object) -> str:
                            kernel_package=None, output=kind, targets=targets,
                            check_signatures=not (s.no_check_gpg
                                                  or "no-check-gpg" in s.debootstrapopts),
-                           cache_dir=None if s.no_cache else Path(s.cache_dir),
+                           cache_dir=None if s.no_cache else Path(s.cache_dir or "/c"),
                            log_file=Path(s.log) if s.log else None)
     clear = explain(exc, Path("/scratch/tmp"), plan)  # type: ignore[arg-type]
     assert clear is not None, exc

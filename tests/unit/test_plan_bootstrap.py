@@ -14,8 +14,10 @@ from vmdebootstrap.plan.bootstrap import (
     Bootstrap,
     cache_dir_problems,
     check_bootstrap,
+    check_cache,
     mmdebstrap_cannot,
 )
+from vmdebootstrap.plan.facts import default_cache_dir
 from vmdebootstrap.plan.findings import Findings
 
 
@@ -96,10 +98,30 @@ def test_tool_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert bootstrap_of(bootstrap_tool="debootstrap", dry_run=True)[1].problems == []
 
 
-def test_cache_dir_checked_unless_no_cache(tools_installed: None) -> None:
-    _, found = bootstrap_of(no_cache=False, cache_dir="cache")
+def test_cache_dir_checked_unless_no_cache(tmp_path: Path) -> None:
+    found = Findings()
+    assert check_cache(Settings(cache_dir="cache"), tmp_path, found) == Path("cache")
     assert found.problems == ["--cache-dir: 'cache' must be an absolute path"]
-    assert bootstrap_of(no_cache=True, cache_dir="cache")[1].problems == []
+    found = Findings()
+    assert check_cache(Settings(no_cache=True, cache_dir="cache"), tmp_path, found) is None
+    assert found.problems == []
+
+
+def test_cache_dir_defaults_to_the_hosts(tmp_path: Path) -> None:
+    found = Findings()
+    assert check_cache(Settings(), tmp_path / "c", found) == tmp_path / "c"
+    assert found.problems == []
+
+
+@pytest.mark.parametrize(("euid", "environ", "expected"), [
+    (0, {"HOME": "/root", "XDG_CACHE_HOME": "/x"}, "/var/cache/vmdebootstrap"),
+    (1000, {"HOME": "/home/u"}, "/home/u/.cache/vmdebootstrap"),
+    (1000, {"HOME": "/home/u", "XDG_CACHE_HOME": "/srv/c"}, "/srv/c/vmdebootstrap"),
+    (1000, {"HOME": "/home/u", "XDG_CACHE_HOME": "rel"}, "/home/u/.cache/vmdebootstrap"),
+])
+def test_default_cache_dir_is_per_user(euid: int, environ: dict[str, str],
+                                       expected: str) -> None:
+    assert default_cache_dir(euid, environ) == Path(expected)
 
 
 def test_cache_dir_may_be_created(tmp_path: Path) -> None:

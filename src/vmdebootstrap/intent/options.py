@@ -85,7 +85,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-check-gpg", B, "do NOT verify the mirror's Release signature (insecure)",
            default=False, negatable=False),
     Option("cache-dir", S, "cache of downloaded packages and bootstrapped roots, shared "
-           "by builds", default="/var/cache/vmdebootstrap", metavar="DIR"),
+           "by builds (default: /var/cache/vmdebootstrap as root, else "
+           "$XDG_CACHE_HOME/vmdebootstrap, i.e. ~/.cache/vmdebootstrap)", metavar="DIR"),
     Option("no-cache", B, "neither use nor fill the caches", default=False, negatable=False),
     Option("refresh-cache", B, "rebuild the root even if the cache has it, and store it anew",
            default=False, negatable=False),

@@ -41,7 +41,7 @@ class Settings:
     kernel_package: str | None = None
     no_acpid: bool = False
     no_check_gpg: bool = False
-    cache_dir: str = "/var/cache/vmdebootstrap"
+    cache_dir: str | None = None  # None: the host's default (plan.facts.Host)
     no_cache: bool = False
     refresh_cache: bool = False
     reproducible: bool = False

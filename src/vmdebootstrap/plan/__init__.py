@@ -10,7 +10,6 @@ from __future__ import annotations
 
 # shutil is the module tests patch (plan.shutil.which) to say what is installed.
 import shutil  # noqa: F401
-from pathlib import Path
 
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.intent.settings import Settings
@@ -19,6 +18,7 @@ from vmdebootstrap.plan.bootstrap import (
     DEBOOTSTRAP_OPTS,
     MMDEBSTRAP_VARIANTS,
     check_bootstrap,
+    check_cache,
     parse_debootstrapopts,
 )
 from vmdebootstrap.plan.disk import UEFI_ARCHES, check_bootloader, check_disk, image_spec_of
@@ -61,6 +61,7 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
     s = check_bootloader(s, target.arch, output, found)
     mirror = check_mirrors(s, host, found)
     bootstrap = check_bootstrap(s, found)
+    cache_dir = check_cache(s, host.cache_dir, found)
     check_signed = check_signatures(s, bootstrap.options, found)
     packages = check_packages(s, target, output, bootstrap.variant, found)
     users, hook = check_system(s, host, found)
@@ -77,7 +78,7 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
         kernel_package=packages.kernel, custom_debs=packages.debs, foreign=target.foreign,
         targets=targets_of(s, output), system=system_of(s, target.arch, users, hook),
         check_signatures=check_signed,
-        cache_dir=None if s.no_cache else Path(s.cache_dir), refresh_cache=s.refresh_cache,
+        cache_dir=cache_dir, refresh_cache=s.refresh_cache,
         image=image_spec_of(s, target.arch, output), iso=iso_of(s, target, mirror, output),
         boot_test=s.boot_test, reproducible=s.reproducible,
         boot_login=boot_login_of(s) if s.boot_test else None,

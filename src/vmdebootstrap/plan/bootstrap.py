@@ -74,9 +74,16 @@ def check_bootstrap(s: Settings, found: Findings) -> Bootstrap:
     if shutil.which(tool) is None and not s.dry_run:
         found.problems.append(f"--bootstrap-tool: {tool} is not installed "
                               f"(apt-get install {tool})")
-    if not s.no_cache:
-        found.problems.extend(cache_dir_problems(s.cache_dir))
     return Bootstrap(tool=tool, opts=tuple(words))
+
+
+def check_cache(s: Settings, default: Path, found: Findings) -> Path | None:
+    """The cache directory (None with --no-cache): --cache-dir, else the host's default."""
+    if s.no_cache:
+        return None
+    cache_dir = s.cache_dir or str(default)
+    found.problems.extend(cache_dir_problems(cache_dir))
+    return Path(cache_dir)
 
 
 def mmdebstrap_cannot(opts: dict[str, str | None]) -> str | None:
