@@ -9,6 +9,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import dpkg_status, elf_machine, vmdebootstrap
 from vmdebootstrap.host.passwords import verify_password
 
@@ -38,6 +40,7 @@ def member(tar: tarfile.TarFile, name: str) -> bytes:
     return f.read()
 
 
+@pytest.mark.quick  # the one real build of `pytest -m quick`
 def test_a_1x_hook_installs_with_plain_apt_get(tmp_path: Path, mirror: str) -> None:
     hook = tmp_path / "jessie-style-hook.sh"
     hook.write_text(HOOK_1X)

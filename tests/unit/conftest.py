@@ -62,6 +62,13 @@ mask ffffffffffffff00fffffffffffffffffeffffff
 """
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.quick)
+
+
 @pytest.fixture(autouse=True)
 def host_untouched() -> Iterator[None]:
     """No unit test changes the real /etc or /var/cache, or uses the network."""
