@@ -640,7 +640,10 @@ def test_output_directory_turns_read_only_during_the_build(fx: Fx) -> None:
     with fx.tmpfs("out", "64M") as where:
         out = where / "root.tar"
         build = fx.start(*TARBALL, "--tarball", str(out))
-        build.wait_for("root cache: hit")
+        # Past planning (which checks the directory), before anything is
+        # staged there: made read-only any later, the staged file could not
+        # be removed either.
+        build.wait_for("Bootstrapping")
         subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
         run = build.finish()
         fx.failed_clearly(run, f"--tarball: cannot write in {where}", "Read-only file system")

@@ -155,6 +155,22 @@ def test_keep_failed_renames_to_failed(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+def test_a_staged_file_that_cannot_be_removed_keeps_the_builds_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The output's filesystem turned read-only: the build's own error is
+    the one raised, and the log names what is left to remove."""
+    final = tmp_path / "root.tar"
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise OSError(30, "Read-only file system")
+
+    with pytest.raises(BuildError, match="tar failed"), staged_file(final) as tmp:
+        monkeypatch.setattr(Path, "unlink", read_only)
+        raise BuildError("tar failed")
+    monkeypatch.undo()
+    assert f"could not remove the staged {tmp}: Read-only file system" in caplog.text
+
+
 def test_scratch_file_always_goes(tmp_path: Path) -> None:
     with scratch_file(tmp_path / "disk.img") as raw:
         raw.write_bytes(b"raw")

@@ -50,6 +50,17 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _discard(tmp: Path, final: Path, keep_failed: bool) -> None:
+    """Remove (or keep) what a failed build staged.  This runs while the
+    build's own error is on its way out: a failure here (the filesystem
+    turned read-only) is logged, never raised over it."""
+    try:
+        _drop(tmp, final, keep_failed)
+    except OSError as exc:
+        log.error("could not remove the staged %s: %s; remove it by hand", tmp,
+                  exc.strerror or exc)
+
+
+def _drop(tmp: Path, final: Path, keep_failed: bool) -> None:
     if keep_failed and tmp.exists():
         failed = final.with_name(final.name + ".failed")
         if failed.is_dir() and not failed.is_symlink():
