@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import commands as cmd
-from benchmarks.harness import CommandFailed, Runner, Timing, drop, say
+from benchmarks.harness import CommandFailed, Runner, Timing, drop, file_size, say
+from benchmarks.report import CompressionRun
 from vmdebootstrap.host.digest import file_sha256
 
 HOOK = """\
@@ -38,8 +39,8 @@ class OursRun:
 @dataclass
 class ColdBuild:
     run: OursRun
-    squash: Path
-    cache: Path
+    squash_bytes: int | None
+    cache: Path  # only the first cold build's cache is kept, for (b)'s warm builds
     hook: Path
 
 
@@ -50,11 +51,13 @@ class Bench:
     mirror: str
     python: str
     quick: bool = False
+    runs: int = 3  # how often each timed figure is measured
     notes: list[str] = field(default_factory=list)
     details: dict[str, object] = field(default_factory=dict)
     trees: dict[str, Path] = field(default_factory=dict)
     iso_works: bool | None = None
-    _cold: ColdBuild | None = None
+    compression: CompressionRun | None = None
+    _colds: list[ColdBuild] = field(default_factory=list)
     _cold_error: CommandFailed | None = None
     _packages: dict[str, list[str]] = field(default_factory=dict)
 
@@ -100,35 +103,41 @@ class Bench:
         path.chmod(0o755)
         return path
 
-    def cold(self) -> ColdBuild:
-        """Our cold --squash build (fresh cache, with the hook), run once and
-        shared by (a), (a2), (b) and (d)."""
+    def colds(self) -> list[ColdBuild]:
+        """Our cold --squash builds (each with its own fresh cache, with the
+        hook), run ``runs`` times once and shared by (a), (a2), (b) and (d)."""
         if self._cold_error is not None:
             raise self._cold_error  # failed once: do not build again for each measurement
-        if self._cold is None:
-            top = self.dir("cold")
-            hook = self.write_hook(top / "hook.sh", "built by the benchmark (cold)")
-            squash, cache = top / "squash", top / "cache"
+        while len(self._colds) < self.runs:
             try:
-                run = self.ours("ours-cold-squash", [("squash", squash)], cache=cache, hook=hook)
+                self._colds.append(self._cold_build(len(self._colds) + 1))
             except CommandFailed as exc:
                 self._cold_error = exc
                 raise
-            self._cold = ColdBuild(run, squash, cache, hook)
-        return self._cold
+        return self._colds
+
+    def _cold_build(self, n: int) -> ColdBuild:
+        top = self.dir(f"cold-{n}")
+        hook = self.write_hook(top / "hook.sh", "built by the benchmark (cold)")
+        squash, cache = top / "squash", top / "cache"
+        run = self.ours(f"ours-cold-squash-{n}", [("squash", squash)], cache=cache, hook=hook)
+        size = file_size(squash / "filesystem.squashfs")
+        # Only the first cache is reused (by (b)); the rest would just fill the disk.
+        self.drop(top if n > 1 else squash)
+        return ColdBuild(run, size, cache, hook)
 
     # --- bootstrapped trees and files -----------------------------------------------
-    def tree_for_compression(self) -> Path:
-        """A bootstrapped tree: the plain debootstrap one from (a), else the
-        plain mmdebstrap one from (a2), else a new plain mmdebstrap one."""
+    def tree_for_compression(self) -> tuple[str, Path]:
+        """A bootstrapped tree and its name: the plain debootstrap one from (a),
+        else the plain mmdebstrap one from (a2), else a new plain mmdebstrap one."""
         for name in ("debootstrap", "mmdebstrap-ours-args", "mmdebstrap"):
             if name in self.trees:
-                return self.trees[name]
+                return name, self.trees[name]
         root = self.dir("tree-e") / "root"
         self.runner.run("mmdebstrap-for-e",
                         cmd.mmdebstrap_argv(self.packages("squash"), root, self.mirror))
         self.trees["mmdebstrap"] = root
-        return root
+        return "mmdebstrap", root
 
     def drop(self, path: Path) -> None:
         for name, tree in list(self.trees.items()):

@@ -1,14 +1,49 @@
-"""Figures, targets, ratios and the printed tables (pure, unit tested)."""
+"""Figures, their repeated samples, targets, ratios and the printed tables
+(pure, unit tested)."""
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
 }
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A figure measured n times: its median, min and max (and the samples,
+    in the order they were taken, for the JSON)."""
+
+    median: float
+    min: float
+    max: float
+    n: int
+    samples: tuple[float, ...] = ()
+
+
+def stats(samples: Iterable[float]) -> Stats:
+    """The median (of the two middle values when n is even), min and max."""
+    values = tuple(float(s) for s in samples)
+    if not values:
+        raise ValueError("no samples")
+    return Stats(statistics.median(values), min(values), max(values), len(values), values)
+
+
+def stats_of(samples: Iterable[float | None]) -> Stats | None:
+    """stats() of the samples that could be measured; None when none could."""
+    known = [s for s in samples if s is not None]
+    return stats(known) if known else None
+
+
+def median(value: Stats | float | None) -> float | None:
+    return value.median if isinstance(value, Stats) else value
+
+
+Value = Stats | float | str | None
 
 
 @dataclass
@@ -17,24 +52,26 @@ class Figure:
 
     key: str            # measurement letter: a, a2, b, ...
     name: str
-    value: float | str | None
+    value: Value
     unit: str = ""
     target: tuple[str, float | str] | None = None  # ("<=", 1.05) or ("==", "identical")
     note: str = ""
 
     @property
     def status(self) -> str:
-        if self.value is None or (isinstance(self.value, str) and self.value.startswith(
+        """Judged against the median: one slow run should not decide it."""
+        value = self.value.median if isinstance(self.value, Stats) else self.value
+        if value is None or (isinstance(value, str) and value.startswith(
                 ("skipped", "failed"))):
             return "n/a" if self.target else "-"
         if self.target is None:
             return "-"
         op, want = self.target
         if op == "==":
-            return "met" if self.value == want else "missed"
-        if isinstance(self.value, str) or isinstance(want, str):
+            return "met" if value == want else "missed"
+        if isinstance(value, str) or isinstance(want, str):
             return "n/a"
-        return "met" if OPS[op](self.value, want) else "missed"
+        return "met" if OPS[op](value, want) else "missed"
 
     def shown_value(self) -> str:
         return show(self.value, self.unit)
@@ -52,26 +89,39 @@ class Figure:
         return d
 
 
-def show(value: float | str | None, unit: str = "") -> str:
+def number(value: float, unit: str = "") -> str:
+    """``value`` in the precision its unit deserves, without the unit."""
+    if unit == "x":
+        return f"{value:.2f}"
+    if unit == "s":
+        # Whole seconds once the tenths are below the run-to-run noise.
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    if unit == "MiB":
+        return f"{value:.1f}"
+    return f"{value:g}"
+
+
+def show(value: Value, unit: str = "") -> str:
+    """"231 s (min 225, max 240, n=3)" for a repeated figure, "1.03 x" for a ratio."""
     if value is None:
         return "-"
     if isinstance(value, str):
         return value
-    if unit == "x":
-        return f"{value:.2f} x"
-    if unit == "s":
-        return f"{value:.1f} s"
-    if unit == "MiB":
-        return f"{value:.1f} MiB"
-    return f"{value:g}{' ' + unit if unit else ''}"
+    suffix = f" {unit}" if unit else ""
+    if isinstance(value, Stats):
+        spread = f"n={value.n}" if value.n == 1 else (
+            f"min {number(value.min, unit)}, max {number(value.max, unit)}, n={value.n}")
+        return f"{number(value.median, unit)}{suffix} ({spread})"
+    return f"{number(value, unit)}{suffix}"
 
 
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """numerator / denominator, or None when either is unknown or the
-    denominator is not positive."""
-    if numerator is None or denominator is None or denominator <= 0:
+def ratio(numerator: Stats | float | None, denominator: Stats | float | None) -> float | None:
+    """numerator / denominator of the medians, or None when either is unknown
+    or the denominator is not positive."""
+    top, bottom = median(numerator), median(denominator)
+    if top is None or bottom is None or bottom <= 0:
         return None
-    return numerator / denominator
+    return top / bottom
 
 
 def mib(n_bytes: float | None) -> float | None:
@@ -90,18 +140,55 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
+SUMMARY_HEADERS = ("figure", "median", "min", "max", "n", "target", "met/missed")
+
+
+def summary_row(f: Figure) -> list[str]:
+    """A figure's cells under SUMMARY_HEADERS; a ratio or a word has no spread."""
+    if isinstance(f.value, Stats):
+        s, unit = f.value, f" {f.unit}" if f.unit else ""
+        spread = [f"{number(s.min, f.unit)}{unit}", f"{number(s.max, f.unit)}{unit}",
+                  str(s.n)]
+        shown = f"{number(s.median, f.unit)}{unit}"
+    else:
+        spread, shown = ["-", "-", "-"], f.shown_value()
+    return [f"({f.key}) {f.name}", shown, *spread, f.shown_target(), f.status]
+
+
 def summary_table(figures: Sequence[Figure]) -> str:
-    rows = [[f"({f.key}) {f.name}", f.shown_value(), f.shown_target(), f.status]
-            for f in figures]
-    return format_table(["figure", "value", "target", "met/missed"], rows)
+    return format_table(SUMMARY_HEADERS, [summary_row(f) for f in figures])
+
+
+# --- (e) compression ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CompressionResult:
+    name: str
+    time: Stats
+    size: Stats  # bytes; mksquashfs is deterministic, so min == max unless it was not
+    option: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.time.median
+
+    @property
+    def size_varies(self) -> bool:
+        return self.size.min != self.size.max
+
+
+def compression_result(name: str, seconds: Sequence[float], sizes: Sequence[int],
+                       option: str | None = None) -> CompressionResult:
+    return CompressionResult(name, stats(seconds), stats(sizes), option)
 
 
 @dataclass
-class CompressionResult:
-    name: str
-    seconds: float
-    size: int
-    option: str | None = None
+class CompressionRun:
+    """(e)'s results, kept for the Markdown report."""
+
+    tree: str
+    processors: int
+    results: list[CompressionResult]
 
 
 @dataclass
@@ -118,33 +205,49 @@ class Recommendation:
         option = (f"--squash-compression {c.option}" if c.option
                   else "not selectable with --squash-compression")
         return (f"recommendation: {c.name} ({option}): {c.seconds:.1f} s, "
-                f"{c.size / 2**20:.1f} MiB = {c.size / ref.size:.2f} x the size and "
-                f"{c.seconds / ref.seconds:.2f} x the time of {ref.name}; the fastest "
-                f"within {self.tolerance:.0%} of {ref.name}'s size")
+                f"{c.size.median / 2**20:.1f} MiB = {c.size.median / ref.size.median:.2f} x "
+                f"the size and {c.seconds / ref.seconds:.2f} x the time of {ref.name} "
+                f"(medians); the fastest within {self.tolerance:.0%} of {ref.name}'s size")
 
 
 def recommend(results: Sequence[CompressionResult], reference: str = "xz",
               tolerance: float = 0.15) -> Recommendation:
-    """The fastest compressor whose output is at most (1 + tolerance) times
-    the reference's size (the smallest output when the reference is absent)."""
+    """The fastest compressor (median time) whose output is at most
+    (1 + tolerance) times the reference's size (the smallest output when the
+    reference is absent)."""
     if not results:
         return Recommendation(None, None, tolerance)
     ref = next((r for r in results if r.name == reference), None)
     if ref is None:
-        ref = min(results, key=lambda r: r.size)
-    limit = ref.size * (1 + tolerance)
-    fits = [r for r in results if r.size <= limit]
+        ref = min(results, key=lambda r: r.size.median)
+    limit = ref.size.median * (1 + tolerance)
+    fits = [r for r in results if r.size.median <= limit]
     best = min(fits, key=lambda r: r.seconds)
     return Recommendation(best, ref, tolerance, [r.name for r in fits])
 
 
-def compression_table(results: Sequence[CompressionResult], reference: str = "xz") -> str:
+COMPRESSION_HEADERS = ("compressor", "time s", "min", "max", "n", "size MiB")
+
+
+def compression_rows(results: Sequence[CompressionResult],
+                     reference: str = "xz") -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of (e)'s table: times are medians with their spread,
+    ratios are of medians."""
     ref = next((r for r in results if r.name == reference), None)
     rows = []
     for r in results:
-        rows.append([r.name, f"{r.seconds:.1f}", f"{r.size / 2**20:.1f}",
-                     f"{r.size / ref.size:.2f}" if ref else "-",
+        size = f"{r.size.median / 2**20:.1f}"
+        if r.size_varies:
+            size += f" (min {r.size.min / 2**20:.1f}, max {r.size.max / 2**20:.1f})"
+        rows.append([r.name, number(r.time.median, "s"), number(r.time.min, "s"),
+                     number(r.time.max, "s"), str(r.time.n), size,
+                     f"{r.size.median / ref.size.median:.2f}" if ref else "-",
                      f"{r.seconds / ref.seconds:.2f}" if ref and ref.seconds else "-",
                      r.option or "(n/a)"])
-    return format_table(["compressor", "time s", "size MiB", f"size/{reference}",
-                         f"time/{reference}", "--squash-compression"], rows)
+    headers = [*COMPRESSION_HEADERS, f"size/{reference}", f"time/{reference}",
+               "--squash-compression"]
+    return headers, rows
+
+
+def compression_table(results: Sequence[CompressionResult], reference: str = "xz") -> str:
+    return format_table(*compression_rows(results, reference))

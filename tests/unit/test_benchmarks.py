@@ -6,21 +6,29 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from benchmarks import commands as cmd
+from benchmarks import markdown as md
 from benchmarks import run
 from benchmarks.bench import compare_manifests, manifest
 from benchmarks.harness import headline
+from benchmarks.measures import remove_downloaded_debs
 from benchmarks.report import (
     CompressionResult,
+    CompressionRun,
     Figure,
+    Stats,
+    compression_result,
     compression_table,
     format_table,
     ratio,
     recommend,
+    show,
+    stats,
+    stats_of,
     summary_table,
 )
 
@@ -203,12 +211,15 @@ def test_figure_status(value: float | str | None, target: tuple[str, float | str
 
 def test_summary_table() -> None:
     figures = [Figure("a2", "ratio ours/plain", 1.0312, "x", target=("<=", 1.05)),
-               Figure("b", "warm", 71.26, "s", target=("<", 60)),
+               Figure("b", "warm", stats([71.26, 70.1, 75.0]), "s", target=("<", 60)),
                Figure("c", "ours --iso", "skipped: not yet")]
     lines = summary_table(figures).splitlines()
-    assert lines[0].split() == ["figure", "value", "target", "met/missed"]
+    assert lines[0].split() == ["figure", "median", "min", "max", "n", "target", "met/missed"]
     assert "1.03 x" in lines[2] and "<= 1.05 x" in lines[2] and lines[2].endswith("met")
-    assert "71.3 s" in lines[3] and "< 60.0 s" in lines[3] and lines[3].endswith("missed")
+    assert lines[2].split()[5:8] == ["-", "-", "-"]
+    assert lines[3].split()[2:9] == ["71.3", "s", "70.1", "s", "75.0", "s", "3"]
+    assert "< 60.0 s" in lines[3]
+    assert lines[3].endswith("missed")
     assert "skipped: not yet" in lines[4]
 
 
@@ -226,7 +237,7 @@ def test_figure_as_dict_has_status_and_target() -> None:
 
 
 def results(*rows: tuple[str, float, int]) -> list[CompressionResult]:
-    return [CompressionResult(n, t, s * 2**20, n) for n, t, s in rows]
+    return [compression_result(n, [t], [s * 2**20], n) for n, t, s in rows]
 
 
 def test_recommend_the_fastest_within_tolerance_of_xz() -> None:
@@ -244,9 +255,80 @@ def test_recommend_without_xz_uses_the_smallest() -> None:
     assert recommend([]).choice is None
 
 
+def test_recommend_judges_median_times() -> None:
+    # gzip's one slow run must not hide that it is usually faster than zstd.
+    rows = [compression_result("xz", [100, 100, 100], [100] * 3),
+            compression_result("zstd", [30, 31, 29], [105] * 3),
+            compression_result("gzip", [20, 90, 21], [110] * 3)]
+    rec = recommend(rows)
+    assert rec.choice is not None and rec.choice.name == "gzip"
+
+
 def test_compression_table() -> None:
     text = compression_table(results(("xz", 100, 100), ("lz4", 5, 160)))
     assert "1.60" in text and "0.05" in text
+
+
+def test_compression_table_shows_the_time_spread_and_a_varying_size() -> None:
+    rows = [compression_result("xz", [124, 120, 130], [2**20 * 174] * 3, None),
+            compression_result("lz4", [1.8, 2.0, 1.9], [2**20 * 322, 2**20 * 323, 2**20 * 322],
+                               "lz4")]
+    lines = compression_table(rows).splitlines()
+    assert lines[0].split()[:6] == ["compressor", "time", "s", "min", "max", "n"]
+    assert lines[2].split()[:6] == ["xz", "124", "120", "130", "3", "174.0"]
+    assert "(n/a)" in lines[2]
+    assert lines[3].split()[:6] == ["lz4", "1.9", "1.8", "2.0", "3", "322.0"]
+    assert "(min 322.0, max 323.0)" in lines[3]
+    assert not rows[0].size_varies and rows[1].size_varies
+
+
+# --- repeated measurements ------------------------------------------------------------
+
+def test_stats_of_an_odd_number_of_samples() -> None:
+    s = stats([240, 225, 231])
+    assert (s.median, s.min, s.max, s.n) == (231, 225, 240, 3)
+    assert s.samples == (240, 225, 231)  # in the order they were taken
+
+
+def test_stats_of_an_even_number_takes_the_mean_of_the_middle_two() -> None:
+    s = stats([10, 40, 20, 30])
+    assert (s.median, s.min, s.max, s.n) == (25, 10, 40, 4)
+
+
+def test_stats_of_one_sample() -> None:
+    assert stats([7.5]) == Stats(7.5, 7.5, 7.5, 1, (7.5,))
+
+
+def test_stats_need_a_sample() -> None:
+    with pytest.raises(ValueError):
+        stats([])
+    assert stats_of([None, None]) is None
+    assert stats_of([None, 3.0, 1.0]) == stats([3.0, 1.0])
+
+
+def test_stats_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        stats([1]).median = 2  # type: ignore[misc]
+
+
+def test_a_figure_shows_its_median_with_min_and_max() -> None:
+    assert show(stats([231, 225, 240]), "s") == "231 s (min 225, max 240, n=3)"
+    assert show(stats([12.34, 12.1, 12.9]), "s") == "12.3 s (min 12.1, max 12.9, n=3)"
+    assert show(stats([210.0, 200.0]), "MiB") == "205.0 MiB (min 200.0, max 210.0, n=2)"
+    assert show(stats([44.0]), "s") == "44.0 s (n=1)"
+    assert show(0.512, "x") == "0.51 x"
+    assert show(None, "s") == "-"
+
+
+def test_targets_and_ratios_use_the_medians() -> None:
+    # One slow run (90 s) is above the target; the median (50 s) is not.
+    warm = Figure("b", "warm", stats([50, 90, 45]), "s", target=("<", 60))
+    assert warm.status == "met"
+    assert ratio(stats([50, 90, 45]), stats([200, 100, 300])) == 0.25
+    d = warm.as_dict()
+    assert d["value"] == {"median": 50.0, "min": 45.0, "max": 90.0, "n": 3,
+                          "samples": (50.0, 90.0, 45.0)}
+    assert d["status"] == "met" and d["target"] == "< 60.0 s"
 
 
 # --- reproducibility diff and CLI -----------------------------------------------------
@@ -273,6 +355,46 @@ def test_selected_measurements() -> None:
         run.selected("a,zz", quick=False)
 
 
+def test_runs_defaults_to_three() -> None:
+    assert run.parse_args([]).runs == 3
+    assert run.parse_args(["--runs", "1"]).runs == 1
+    args = run.parse_args(["--quick", "--runs", "5"])
+    assert args.quick and args.runs == 5 and args.selected == list(run.QUICK)
+
+
+@pytest.mark.parametrize(("value", "why"), [("0", "must be at least 1 (got 0)"),
+                                            ("-2", "must be at least 1 (got -2)"),
+                                            ("two", "not a whole number: 'two'")])
+def test_runs_must_be_a_positive_whole_number(value: str, why: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run.parse_args(["--runs", value])
+    assert exc.value.code == 2
+    assert f"argument --runs: {why}" in capsys.readouterr().err
+
+
+def test_command_line_names_the_venv_python_relative_to_the_checkout() -> None:
+    python = str(run.REPO / ".venv" / "bin" / "python")
+    assert run.command_line(["--runs", "3", "--markdown", "out put.md"], python) == \
+        ".venv/bin/python benchmarks/run.py --runs 3 --markdown 'out put.md'"
+    assert run.command_line([], "/usr/bin/python3") == "/usr/bin/python3 benchmarks/run.py"
+
+
+def test_missing_readme_markers_stop_the_run_before_any_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    monkeypatch.setattr(run, "README", readme)
+    assert run.main(["--update-readme"]) == 2
+    assert "--update-readme: README.md must hold the lines" in capsys.readouterr().err
+    readme.write_text(f"x\n{md.BEGIN}\nold\n{md.END}\n")
+    assert run.check_outputs(run.parse_args(["--update-readme"])) is None
+    missing = tmp_path / "nowhere" / "t.md"
+    assert run.check_outputs(run.parse_args(["--markdown", str(missing)])) == \
+        f"--markdown: no directory {missing.parent}"
+
+
 def test_child_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
@@ -280,3 +402,139 @@ def test_child_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "SOURCE_DATE_EPOCH" not in env
     assert env["TMPDIR"] == str(tmp_path / "tmp")
     assert "/usr/sbin" in env["PATH"].split(":")
+
+
+# --- plain debootstrap's downloaded .debs -------------------------------------------------
+
+def test_the_downloaded_debs_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    archives = root / "var/cache/apt/archives"
+    (archives / "partial").mkdir(parents=True)
+    (archives / "sudo_1.9_amd64.deb").write_bytes(b"x" * 100)
+    (archives / "acpid_2.0_amd64.deb").write_bytes(b"x" * 28)
+    (archives / "lock").write_text("")
+    (root / "usr").mkdir()
+    (root / "usr" / "keep.deb").write_text("not in the apt cache")
+    assert remove_downloaded_debs(root) == (2, 128)
+    assert sorted(p.name for p in archives.iterdir()) == ["lock", "partial"]
+    assert (root / "usr" / "keep.deb").exists()
+    assert remove_downloaded_debs(root) == (0, 0)
+    assert remove_downloaded_debs(tmp_path / "no-such-root") == (0, 0)
+
+
+def test_a_debs_dir_pointing_out_of_the_tree_is_left_alone(tmp_path: Path) -> None:
+    outside = tmp_path / "host-archives"
+    outside.mkdir()
+    (outside / "hosts.deb").write_text("the host's")
+    root = tmp_path / "root"
+    (root / "var/cache/apt").mkdir(parents=True)
+    (root / "var/cache/apt/archives").symlink_to(outside)
+    with pytest.raises(ValueError, match="points outside"):
+        remove_downloaded_debs(root)
+    assert (outside / "hosts.deb").exists()
+
+
+# --- Markdown report and the README's tables ------------------------------------------------
+
+FACTS = md.HostFacts("Intel(R) Xeon(R) CPU E5-2680 v4 @ 2.40GHz", 2, 7.75, "6.1.0-18-amd64",
+                     "12.5", 0.12)
+WHEN = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+def test_host_facts_parsers() -> None:
+    cpuinfo = ("processor\t: 0\nvendor_id\t: GenuineIntel\n"
+               "model name\t: Intel(R)  Xeon(R) CPU @ 2.40GHz\nprocessor\t: 1\n")
+    assert md.cpu_model(cpuinfo) == "Intel(R) Xeon(R) CPU @ 2.40GHz"
+    assert md.cpu_model("processor : 0\nHardware : BCM2835\n") == "BCM2835"
+    assert md.cpu_model("") == "unknown CPU"
+    assert md.memory_gib("MemTotal:        8126464 kB\nMemFree: 1 kB\n") == 7.75
+    assert md.memory_gib("") is None
+
+
+def test_measured_line_says_when_where_and_how() -> None:
+    line = md.measured_line(FACTS, WHEN, ".venv/bin/python benchmarks/run.py --update-readme")
+    assert line == ("Measured 2025-03-04 05:06 UTC on Intel(R) Xeon(R) CPU E5-2680 v4 @ "
+                    "2.40GHz (2 CPUs, 7.8 GiB memory), kernel 6.1.0-18-amd64, Debian 12.5, "
+                    "load average 0.12 at the start, with "
+                    "`.venv/bin/python benchmarks/run.py --update-readme` (as root).")
+
+
+def report() -> str:
+    figures = [Figure("a", "ours cold --squash", stats([231, 225, 240]), "s",
+                      note="squashfs 200.0 MiB"),
+               Figure("a", "ratio ours/debootstrap", 0.8123, "x"),
+               Figure("b", "ours warm --squash (hook changed)", stats([40, 42]), "s",
+                      target=("<", 60), note="a | in a note"),
+               Figure("c", "ratio ours cold/lb cold", "skipped: our --iso failed",
+                      target=("<=", 0.5))]
+    compression = CompressionRun("plain debootstrap's tree from (a)", 2, [
+        compression_result("xz", [124, 120, 130], [174 * 2**20] * 3),
+        compression_result("zstd:6", [4.0, 4.2, 3.9], [190 * 2**20] * 3, "zstd:6")])
+    measured = md.measured_line(FACTS, WHEN, "python benchmarks/run.py")
+    return md.render(figures, compression, ["machine busy at the end"], measured)
+
+
+def test_markdown_report() -> None:
+    text = report()
+    lines = text.splitlines()
+    assert lines[0].startswith("Measured 2025-03-04 05:06 UTC on Intel(R) Xeon(R)")
+    assert "median of n runs" in text and "ratios are of the medians" in text
+    assert ("| figure | median | min | max | n | target | met/missed | note |\n"
+            "|---|---|---|---|---|---|---|---|\n"
+            "| (a) ours cold --squash | 231 s | 225 s | 240 s | 3 | - | - "
+            "| squashfs 200.0 MiB |\n"
+            "| (a) ratio ours/debootstrap | 0.81 x | - | - | - | - | - |  |\n"
+            "| (b) ours warm --squash (hook changed) | 41.0 s | 40.0 s | 42.0 s | 2 "
+            "| < 60.0 s | met | a \\| in a note |\n"
+            "| (c) ratio ours cold/lb cold | skipped: our --iso failed | - | - | - "
+            "| <= 0.5 | n/a |  |\n") in text
+    assert "(e) compression: mksquashfs of plain debootstrap's tree from (a)" in text
+    assert ("| compressor | time s | min | max | n | size MiB | size/xz | time/xz "
+            "| --squash-compression |") in text
+    assert "| xz | 124 | 120 | 130 | 3 | 174.0 | 1.00 | 1.00 | (n/a) |" in text
+    assert "| zstd:6 | 4.0 | 3.9 | 4.2 | 3 | 190.0 | 1.09 | 0.03 | zstd:6 |" in text
+    assert "recommendation: zstd:6 (--squash-compression zstd:6)" in text
+    assert text.endswith("Notes:\n\n- machine busy at the end\n")
+
+
+def test_markdown_report_without_compression_or_notes() -> None:
+    text = md.render([Figure("d", "max RSS", stats([50.0]), "MiB")], None, [], "Measured x")
+    assert "compression" not in text and "Notes" not in text
+    assert "| (d) max RSS | 50.0 MiB | 50.0 MiB | 50.0 MiB | 1 | - | - |  |" in text
+
+
+def test_readme_block_replacement(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Benchmarks\n\n{md.BEGIN}\nnot measured yet\n{md.END}\n\n"
+                      "## Development\n")
+    body = report()
+    assert md.update_readme(readme, body)
+    once = readme.read_text()
+    assert f"{md.BEGIN}\nMeasured 2025-03-04" in once
+    assert once.endswith(f"- machine busy at the end\n{md.END}\n\n## Development\n")
+    assert "not measured yet" not in once
+    assert not md.update_readme(readme, body)  # idempotent
+    assert readme.read_text() == once
+    assert md.replace_block(once, body) == once
+
+
+@pytest.mark.parametrize("text", [
+    "no markers\n",
+    f"{md.BEGIN}\nonly the first\n",
+    f"only the last\n{md.END}\n",
+    f"{md.END}\nin the wrong order\n{md.BEGIN}\n",
+    f"{md.BEGIN}\n{md.END}\n{md.BEGIN}\n{md.END}\n",
+])
+def test_readme_markers_missing_is_an_error(text: str, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    with pytest.raises(ValueError, match="must hold the lines"):
+        md.update_readme(readme, "tables")
+    assert readme.read_text() == text
+
+
+def test_the_projects_readme_has_the_markers_in_its_benchmarks_section() -> None:
+    text = run.README.read_text()
+    section = text[text.index("\n## Benchmarks\n"):]
+    section = section[:section.index("\n## ", 1)]
+    assert md.replace_block(section, "x").count(md.BEGIN) == 1
