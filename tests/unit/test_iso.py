@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -70,7 +70,7 @@ def test_missing_requirements_names_packages(tmp_path: Path) -> None:
                                        bios_modules=tmp_path, which=lambda _n: None)
     text = " ".join(missing)
     for pkg in ("xorriso", "dosfstools", "mtools", "grub-efi-amd64-bin", "isolinux",
-                "syslinux-common", "gpgv"):
+                "syslinux-common", "gpgv", "dpkg-deb (dpkg)"):
         assert pkg in text
     assert "grub-efi-ia32-bin" not in text  # optional for amd64
 
@@ -101,20 +101,26 @@ def test_serial_console_drops_quiet_splash_and_adds_consoles() -> None:
     assert failsafe.append[-1] == "live-config.hostname=x"
 
 
-def test_installer_entries_with_preseed() -> None:
-    entries = isomenu.menu_entries(arch="amd64", installer_dir="install.amd", preseed=True)
+def test_installer_entries_with_gtk() -> None:
+    entries = isomenu.menu_entries(arch="amd64", installer_dir="install.amd", installer_gtk=True)
     install, gui = entries[2:]
     assert (install.title, gui.title) == ("Install", "Graphical install")
     assert install.kernel == "/install.amd/vmlinuz"
     assert gui.initrd == "/install.amd/gtk/initrd.gz"
-    assert "preseed/file=/cdrom/preseed.cfg" in install.append
-    assert install.append.index("preseed/file=/cdrom/preseed.cfg") < install.append.index("---")
+    # A preseed is inside the initrds: no entry names one, none starts d-i in auto mode.
+    assert install.append == gui.append == ("vga=788", "---", "quiet")
 
 
-def test_installer_entries_without_preseed() -> None:
+def test_installer_entries_without_gtk() -> None:
     entries = isomenu.menu_entries(arch="i386", installer_dir="install.386")
-    assert all("preseed" not in " ".join(e.append) for e in entries)
+    assert [e.ident for e in entries] == ["live", "failsafe", "install"]
     assert entries[2].kernel == "/install.386/vmlinuz"
+
+
+def test_installer_entries_serial_console() -> None:
+    install = isomenu.menu_entries(arch="arm64", installer_dir="install.a64",
+                                   serial_console=True, serial_tty="ttyAMA0")[2]
+    assert install.append == ("vga=788", "console=ttyAMA0,115200n8", "---", "quiet")
 
 
 def test_isolinux_cfg_plain() -> None:
@@ -333,128 +339,6 @@ def test_check_iso_size(tmp_path: Path) -> None:
         iso.check_iso(RecordingRunner(), tmp_path / "none.iso", "amd64")
 
 
-# ---- installer files --------------------------------------------------------------------
-
-FILES = {
-    "cdrom/vmlinuz": b"kernel",
-    "cdrom/initrd.gz": b"initrd",
-    "cdrom/gtk/vmlinuz": b"kernel",
-    "cdrom/gtk/initrd.gz": b"gtk initrd",
-}
-IMAGES = "main/installer-amd64/current/images"
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sums(files: dict[str, bytes]) -> bytes:
-    return "".join(f"{_sha(d)}  ./{n}\n" for n, d in files.items()).encode()
-
-
-def _release(sums: bytes) -> bytes:
-    return (
-        "Origin: Debian\nCodename: bookworm\nMD5Sum:\n"
-        f" {hashlib.md5(sums).hexdigest()} {len(sums)} {IMAGES}/SHA256SUMS\n"
-        "SHA256:\n"
-        f" {'0' * 64} 12 main/binary-amd64/Packages\n"
-        f" {_sha(sums)} {len(sums)} {IMAGES}/SHA256SUMS\n"
-    ).encode()
-
-
-class FakeMirror:
-    def __init__(self, files: dict[str, bytes], sums: bytes | None = None,
-                 release: bytes | None = None) -> None:
-        self.sums = sums if sums is not None else _sums(files)
-        base = "http://mirror.invalid/debian/dists/bookworm"
-        self.urls = {f"{base}/Release": release if release is not None else _release(self.sums),
-                     f"{base}/Release.gpg": b"sig", f"{base}/{IMAGES}/SHA256SUMS": self.sums}
-        self.urls.update({f"{base}/{IMAGES}/{n}": d for n, d in files.items()})
-        self.fetched: list[str] = []
-
-    def __call__(self, url: str, dest: Path) -> None:
-        self.fetched.append(url)
-        dest.write_bytes(self.urls[url])
-
-
-def _spec() -> iso.IsoSpec:
-    return iso.IsoSpec(arch="amd64", distribution="bookworm", installer=True,
-                       mirror="http://mirror.invalid/debian/")
-
-
-def _gpgv_ok() -> RecordingRunner:
-    return RecordingRunner({"gpgv": "[GNUPG:] GOODSIG x\n[GNUPG:] VALIDSIG ABC\n"})
-
-
-def test_parse_sha256sums() -> None:
-    sums = installer.parse_sha256sums(_sums(FILES).decode() + "garbage line\n")
-    assert sums["cdrom/gtk/initrd.gz"] == _sha(b"gtk initrd")
-    assert len(sums) == 4
-
-
-def test_parse_release_sha256_only_reads_sha256_section() -> None:
-    listed = installer.parse_release_sha256(_release(b"abc").decode())
-    assert listed[f"{IMAGES}/SHA256SUMS"] == (_sha(b"abc"), 3)
-    assert "main/binary-amd64/Packages" in listed
-
-
-def test_fetch_installer_verifies_chain(tmp_path: Path) -> None:
-    mirror = FakeMirror(FILES)
-    runner = _gpgv_ok()
-    dest = tmp_path / "install.amd"
-    installer.fetch_installer(runner, _spec(), dest, tmp_path, fetch=mirror,
-                        keyring=Path("/k.gpg"))
-    assert (dest / "vmlinuz").read_bytes() == b"kernel"
-    assert (dest / "gtk/initrd.gz").read_bytes() == b"gtk initrd"
-    gpgv = runner.calls[0]
-    assert gpgv[0] == "gpgv" and "--keyring" in gpgv and "/k.gpg" in gpgv
-    assert gpgv[-2:] == [str(tmp_path / "Release.gpg"), str(tmp_path / "Release")]
-    assert mirror.fetched[0].endswith("/dists/bookworm/Release")
-
-
-def test_fetch_installer_rejects_tampered_file(tmp_path: Path) -> None:
-    mirror = FakeMirror(FILES)
-    mirror.urls[next(u for u in mirror.urls if u.endswith("cdrom/gtk/vmlinuz"))] = b"evil"
-    with pytest.raises(BuildError, match="SHA256 mismatch"):
-        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
-
-
-def test_fetch_installer_rejects_sums_not_matching_release(tmp_path: Path) -> None:
-    mirror = FakeMirror(FILES, release=_release(b"other sums"))
-    with pytest.raises(BuildError, match="SHA256SUMS: SHA256 mismatch"):
-        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
-
-
-def test_fetch_installer_needs_sums_listed_in_release(tmp_path: Path) -> None:
-    mirror = FakeMirror(FILES, release=b"SHA256:\n")
-    with pytest.raises(BuildError, match="does not list"):
-        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
-
-
-def test_fetch_installer_needs_valid_signature(tmp_path: Path) -> None:
-    runner = RecordingRunner({"gpgv": "[GNUPG:] NEWSIG\n"})
-    with pytest.raises(BuildError, match="signature"):
-        installer.fetch_installer(runner, _spec(), tmp_path / "d", tmp_path,
-                                  fetch=FakeMirror(FILES))
-
-
-def test_fetch_installer_needs_every_file_listed(tmp_path: Path) -> None:
-    partial = {k: v for k, v in FILES.items() if "gtk" not in k}
-    mirror = FakeMirror(FILES, sums=_sums(partial))
-    with pytest.raises(BuildError, match="cdrom/gtk/vmlinuz"):
-        installer.fetch_installer(_gpgv_ok(), _spec(), tmp_path / "d", tmp_path, fetch=mirror)
-
-
-def test_failed_gpgv_propagates(tmp_path: Path) -> None:
-    class Failing(RecordingRunner):
-        def run(self, argv, **kw):  # type: ignore[no-untyped-def]
-            raise BuildError("gpgv failed")
-
-    with pytest.raises(BuildError, match="gpgv failed"):
-        installer.fetch_installer(Failing(), _spec(), tmp_path / "d", tmp_path,
-                                  fetch=FakeMirror(FILES))
-
-
 # ---- the whole build with faked tools -----------------------------------------------------
 
 class FakeTools(RecordingRunner):
@@ -524,6 +408,55 @@ def test_build_iso_layout_with_fake_tools(tmp_path: Path) -> None:
     mcopies = [c[-1] for c in runner.calls if c[0] == "mcopy"]
     assert "::/EFI/boot/bootx64.efi" in mcopies and "::/EFI/boot/grub.cfg" in mcopies
     assert not list((tmp_path / "work").iterdir())  # scratch removed
+
+
+class InstallerTools(FakeTools):
+    """FakeTools that also keeps the installer's initrds as xorriso would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.initrds: dict[str, bytes] = {}
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        if os.fspath(argv[0]) == "xorriso":
+            root = Path(next(os.fspath(a) for a in argv if os.fspath(a).startswith("/="))[2:])
+            self.initrds = {str(p.relative_to(root)): p.read_bytes()
+                            for p in root.rglob("initrd.gz")}
+        return super().run(argv, **kw)
+
+
+@pytest.mark.parametrize("gtk", [False, True])
+def test_build_iso_with_installer_and_preseed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              gtk: bool) -> None:
+    preseed = tmp_path / "preseed.cfg"
+    preseed.write_text("d-i x string y\n")
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", installer=True, preseed=preseed,
+                       mirror="http://mirror.example/debian", source_date_epoch=1700000000)
+    if iso.missing_requirements(spec):
+        pytest.skip(f"not installed: {iso.missing_requirements(spec)}")
+
+    def fake_fetch(runner, spec, dest, scratch, **kw):  # type: ignore[no-untyped-def]
+        flavours = [dest, dest / "gtk"] if gtk else [dest]
+        for d in flavours:
+            d.mkdir(parents=True)
+            (d / "vmlinuz").write_bytes(b"kernel")
+            (d / "initrd.gz").write_bytes(b"initrd")
+        return installer.Installer("debian-installer-12-netboot-amd64", "1",
+                                   tuple(d / "initrd.gz" for d in flavours), gtk)
+
+    monkeypatch.setattr(installer, "fetch_installer", fake_fetch)
+    runner = InstallerTools()
+    iso.build_iso(runner, spec, _squash(tmp_path), tmp_path / "l.iso", tmp_path / "work")
+    grub = runner.tree["boot/grub/grub.cfg"]
+    assert "menuentry 'Install' --id install {" in grub
+    assert ("Graphical install" in grub) == gtk
+    assert ("Graphical install" in runner.tree["isolinux/isolinux.cfg"]) == gtk
+    assert "preseed" not in grub and "preseed" not in runner.tree["isolinux/isolinux.cfg"]
+    assert "preseed.cfg" not in runner.tree  # only inside the initrds
+    archive = installer.preseed_archive(b"d-i x string y\n", 1700000000)
+    expected = {"install.amd/initrd.gz", "install.amd/gtk/initrd.gz"} if gtk \
+        else {"install.amd/initrd.gz"}
+    assert runner.initrds == {name: b"initrd" + archive for name in expected}
 
 
 @needs_host_boot_files

@@ -25,7 +25,7 @@ from vmdebootstrap.errors import BuildError, NoSpace, UsageError
 from vmdebootstrap.host.run import Runner, signals_held
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
-from vmdebootstrap.outputs.installer import fetch_installer
+from vmdebootstrap.outputs.installer import stage_installer
 
 log = logging.getLogger("vmdebootstrap.outputs.iso")
 
@@ -119,8 +119,9 @@ def missing_requirements(spec: IsoSpec, *, grub_lib: Path = GRUB_LIB,
         ("xorriso", "xorriso"), ("mkfs.vfat", "dosfstools"), ("mmd", "mtools"),
         ("mcopy", "mtools"), ("grub-mkimage", "grub-common"),
     ) if which(tool) is None]
-    if spec.installer and which("gpgv") is None:
-        missing.append("gpgv (gpgv)")
+    if spec.installer:
+        missing += [f"{tool} ({pkg})" for tool, pkg in (("gpgv", "gpgv"), ("dpkg-deb", "dpkg"))
+                    if which(tool) is None]
     info = ARCHES.get(spec.arch)
     if info is None:
         return missing
@@ -226,8 +227,6 @@ def xorriso_env(epoch: int | None) -> dict[str, str]:
     return {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
 
 
-# ---- installer files ------------------------------------------------------------------
-
 # ---- the build ------------------------------------------------------------------------
 
 @dataclass
@@ -261,15 +260,15 @@ def _stage(runner: Runner, spec: IsoSpec, squash_dir: Path, scratch: Path) -> _L
     _write(root / ".disk/info", isomenu.disk_info(spec.distribution, spec.arch, date))
     _write(root / marker.lstrip("/"), "")
 
-    installer_dir = None
+    installer_dir, installer_gtk = None, False
     if spec.installer:
+        # The preseed goes only into the installer's initrds: a copy on the
+        # ISO would look like it is read from there, and it is not.
         installer_dir = isomenu.INSTALLER_DIRS[spec.arch]
-        fetch_installer(runner, spec, root / installer_dir, scratch)
-    if spec.preseed:
-        _copy(spec.preseed, root / "preseed.cfg")
+        installer_gtk = stage_installer(runner, spec, root / installer_dir, scratch)
     entries = isomenu.menu_entries(arch=spec.arch, kernel_append=spec.kernel_append,
                                    serial_console=spec.serial_console,
-                                   installer_dir=installer_dir, preseed=spec.preseed is not None,
+                                   installer_dir=installer_dir, installer_gtk=installer_gtk,
                                    serial_tty=spec.serial_tty)
     splash = spec.splash is not None
     if info.bios:

@@ -66,10 +66,11 @@ def failsafe_append(kernel_append: Sequence[str], serial_console: bool,
     return (*FAILSAFE_APPEND, *console_params(serial_console, tty), *kernel_append)
 
 
-def installer_append(serial_console: bool, preseed: bool, tty: str = "ttyS0") -> tuple[str, ...]:
+def installer_append(serial_console: bool, tty: str = "ttyS0") -> tuple[str, ...]:
+    # No preseed parameter: a preseed travels inside the initrd, where d-i
+    # finds /preseed.cfg by itself.  Nor auto=true/priority=critical: d-i
+    # asks what the preseed leaves open, as it does by default.
     params: list[str] = ["vga=788"]
-    if preseed:
-        params.append("preseed/file=/cdrom/preseed.cfg")
     if serial_console:
         # d-i wants a single console; the last one wins.
         params.append(f"console={tty},{SERIAL_SPEED}")
@@ -77,8 +78,10 @@ def installer_append(serial_console: bool, preseed: bool, tty: str = "ttyS0") ->
 
 
 def menu_entries(*, arch: str, kernel_append: Sequence[str] = (), serial_console: bool = False,
-                 installer_dir: str | None = None, preseed: bool = False,
+                 installer_dir: str | None = None, installer_gtk: bool = False,
                  serial_tty: str = "ttyS0") -> list[MenuEntry]:
+    """The live entries, and with ``installer_dir`` d-i's; its graphical
+    entry only with ``installer_gtk`` (a d-i package may have none)."""
     tty = serial_tty
     entries = [
         MenuEntry("live", f"Live system ({arch})", "/live/vmlinuz", "/live/initrd.img",
@@ -87,13 +90,12 @@ def menu_entries(*, arch: str, kernel_append: Sequence[str] = (), serial_console
                   "/live/initrd.img", failsafe_append(kernel_append, serial_console, tty)),
     ]
     if installer_dir:
-        args = installer_append(serial_console, preseed, tty)
+        args = installer_append(serial_console, tty)
         d = f"/{installer_dir}"
-        entries += [
-            MenuEntry("install", "Install", f"{d}/vmlinuz", f"{d}/initrd.gz", args),
-            MenuEntry("installgui", "Graphical install", f"{d}/gtk/vmlinuz",
-                      f"{d}/gtk/initrd.gz", args),
-        ]
+        entries.append(MenuEntry("install", "Install", f"{d}/vmlinuz", f"{d}/initrd.gz", args))
+        if installer_gtk:
+            entries.append(MenuEntry("installgui", "Graphical install", f"{d}/gtk/vmlinuz",
+                                     f"{d}/gtk/initrd.gz", args))
     return entries
 
 
