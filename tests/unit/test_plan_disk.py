@@ -180,3 +180,15 @@ def test_a_board_image_plans_without_bootloader_packages(host: Host) -> None:
     assert plan.image is not None and plan.image.disk.bootloader == "none"
     assert not [p for p in plan.packages if p.startswith(("grub", "extlinux"))]
     assert any(n.startswith("--image for armhf: no bootloader") for n in plan.notes)
+
+
+def test_kernel_append_reaches_the_image_spec() -> None:
+    s = Settings(size=3 * G, kernel_append="quiet  vmdbt.x=1")
+    spec = image_spec_of(s, "amd64", "image")
+    assert spec is not None and spec.kernel_append == ("quiet", "vmdbt.x=1")
+    assert disk_problems(s) == []
+
+
+def test_kernel_append_that_cannot_go_on_a_command_line() -> None:
+    found = disk_problems(Settings(size=3 * G, kernel_append='quiet a="b c"'))
+    assert found[0].startswith("--kernel-append: kernel parameter 'a=\"b' must be one word")

@@ -150,7 +150,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("owner", S, "give the outputs to this user", metavar="USER", group="output"),
     Option("iso-volume-id", S, "ISO volume id", default="DEBIAN_LIVE", group="output"),
     Option("iso-menu-title", S, "boot menu title", default="Debian live", group="output"),
-    Option("kernel-append", S, "extra kernel parameters for the live entries",
+    Option("kernel-append", S, "extra kernel parameters (live entries, and the image's bootloader)",
            metavar="PARAMS", group="output"),
     Option("splash", S, "PNG background for the boot menus", metavar="PNG", group="output"),
     Option("installer", B, "add Debian Installer entries to the ISO", default=False,

@@ -52,6 +52,7 @@ class ImageSpec:
     mbr: bool = False
     sparse: bool = False
     qcow2: bool = False
+    kernel_append: tuple[str, ...] = ()  # after what vmdebootstrap puts on the command line
 
 
 @dataclass(frozen=True)

@@ -362,7 +362,8 @@ def install_bootloader(plan: Plan, runner: Runner, target: ImageTarget) -> None:
     layout, root = target.layout, target.root
     uuids = write_fstab(runner, target)
     serial = system.serial_tty
-    cmdline = bl.kernel_cmdline(serial, no_ifnames=system.dhcp == "ifupdown")
+    cmdline = [*bl.kernel_cmdline(serial, no_ifnames=system.dhcp == "ifupdown"),
+               *spec.kernel_append]
     devices = bl.Devices(target.loop, tuple(target.partitions[p.role]
                                             for p in layout.partitions),
                          {target.partitions[r]: u for r, u in uuids.items()})

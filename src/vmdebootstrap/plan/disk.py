@@ -6,6 +6,7 @@ from __future__ import annotations
 from vmdebootstrap.intent.plan import DiskSpec, ImageSpec
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs.bootloaders import bootloader_packages
+from vmdebootstrap.outputs.isomenu import validate_kernel_param
 from vmdebootstrap.outputs.partitions import layout_problems
 from vmdebootstrap.plan.findings import Findings
 from vmdebootstrap.plan.target import Target
@@ -78,6 +79,10 @@ def image_problems(s: Settings, target: Target) -> list[str]:
         problems.append("--roottype btrfs cannot be used with --extlinux")
     if s.swap is not None and s.swap < MIN_SWAP:
         problems.append("--swap: at least 256MiB")
+    for param in (s.kernel_append or "").split():
+        problem = validate_kernel_param(param)
+        if problem:
+            problems.append(f"--kernel-append: {problem}")
     return problems
 
 
@@ -108,4 +113,4 @@ def image_spec_of(s: Settings, arch: str, output: str) -> ImageSpec | None:
     if output != "image":
         return None
     return ImageSpec(DiskSpec.from_settings(s, arch), mbr=s.mbr, sparse=s.sparse,
-                     qcow2=s.convert_qcow2)
+                     qcow2=s.convert_qcow2, kernel_append=tuple((s.kernel_append or "").split()))
