@@ -109,6 +109,9 @@ def test_installer_entries_with_gtk() -> None:
     assert gui.initrd == "/install.amd/gtk/initrd.gz"
     # A preseed is inside the initrds: no entry names one, none starts d-i in auto mode.
     assert install.append == gui.append == ("vga=788", "---", "quiet")
+    assert (install.hotkey, gui.hotkey) == ("i", "g")
+    assert (install.isolinux_label(), gui.isolinux_label()) == ("^Install", "^Graphical install")
+    assert entries[0].isolinux_label() == entries[0].title  # no hotkey, no ^
 
 
 def test_installer_entries_without_gtk() -> None:
@@ -448,9 +451,11 @@ def test_build_iso_with_installer_and_preseed(tmp_path: Path, monkeypatch: pytes
     runner = InstallerTools()
     iso.build_iso(runner, spec, _squash(tmp_path), tmp_path / "l.iso", tmp_path / "work")
     grub = runner.tree["boot/grub/grub.cfg"]
-    assert "menuentry 'Install' --id install {" in grub
-    assert ("Graphical install" in grub) == gtk
-    assert ("Graphical install" in runner.tree["isolinux/isolinux.cfg"]) == gtk
+    assert "menuentry 'Install' --id install --hotkey=i {" in grub
+    assert ("menuentry 'Graphical install' --id installgui --hotkey=g {" in grub) == gtk
+    isolinux = runner.tree["isolinux/isolinux.cfg"]
+    assert "  MENU LABEL ^Install\n" in isolinux
+    assert ("  MENU LABEL ^Graphical install\n" in isolinux) == gtk
     assert "preseed" not in grub and "preseed" not in runner.tree["isolinux/isolinux.cfg"]
     assert "preseed.cfg" not in runner.tree  # only inside the initrds
     archive = installer.preseed_archive(b"d-i x string y\n", 1700000000)

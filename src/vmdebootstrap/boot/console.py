@@ -86,6 +86,11 @@ class Console:
             log.debug("console <- %s", self.mask(line))
         self._write((line + "\n").encode())
 
+    def press(self, keys: str) -> None:
+        """Type ``keys`` with no newline (a boot menu's hotkey)."""
+        log.debug("console <- %r", keys)
+        self._write(keys.encode())
+
     def expect(self, patterns: Sequence[re.Pattern[str]], timeout: float
                ) -> tuple[int, re.Match[str]] | None:
         """Index and match of the earliest matching pattern, or None on timeout."""

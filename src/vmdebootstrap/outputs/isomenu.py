@@ -34,6 +34,14 @@ class MenuEntry:
     initrd: str
     append: tuple[str, ...]
     default: bool = False
+    hotkey: str | None = None  # one letter of the title: pressed in the menu, boots the entry
+
+    def isolinux_label(self) -> str:
+        """The title with menu.c32's ^ before the hotkey's letter."""
+        if not self.hotkey:
+            return self.title
+        at = self.title.lower().index(self.hotkey)
+        return f"{self.title[:at]}^{self.title[at:]}"
 
 
 def validate_kernel_param(param: str) -> str | None:
@@ -92,10 +100,12 @@ def menu_entries(*, arch: str, kernel_append: Sequence[str] = (), serial_console
     if installer_dir:
         args = installer_append(serial_console, tty)
         d = f"/{installer_dir}"
-        entries.append(MenuEntry("install", "Install", f"{d}/vmlinuz", f"{d}/initrd.gz", args))
+        # Debian's own ISOs give the installer entries these hotkeys.
+        entries.append(MenuEntry("install", "Install", f"{d}/vmlinuz", f"{d}/initrd.gz", args,
+                                 hotkey="i"))
         if installer_gtk:
             entries.append(MenuEntry("installgui", "Graphical install", f"{d}/gtk/vmlinuz",
-                                     f"{d}/gtk/initrd.gz", args))
+                                     f"{d}/gtk/initrd.gz", args, hotkey="g"))
     return entries
 
 
@@ -114,7 +124,7 @@ def isolinux_cfg(entries: Sequence[MenuEntry], *, title: str, serial_console: bo
     if splash:
         lines.append("MENU BACKGROUND splash.png")
     for e in entries:
-        lines += ["", f"LABEL {e.ident}", f"  MENU LABEL {e.title}"]
+        lines += ["", f"LABEL {e.ident}", f"  MENU LABEL {e.isolinux_label()}"]
         if e.default:
             lines.append("  MENU DEFAULT")
         lines += [f"  LINUX {e.kernel}", f"  INITRD {e.initrd}", f"  APPEND {' '.join(e.append)}"]
@@ -155,7 +165,8 @@ def grub_cfg(entries: Sequence[MenuEntry], *, title: str, serial_console: bool,
     for e in entries:
         lines += [
             "",
-            f"menuentry {_grub_quote(e.title)} --id {e.ident} {{",
+            f"menuentry {_grub_quote(e.title)} --id {e.ident}"
+            f"{f' --hotkey={e.hotkey}' if e.hotkey else ''} {{",
             f"  linux {e.kernel} {' '.join(e.append)}",
             f"  initrd {e.initrd}",
             "}",
