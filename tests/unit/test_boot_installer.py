@@ -77,3 +77,10 @@ def test_no_question_in_time() -> None:
     guest = Guest([GRUB_MENU], ["[    0.000000] Linux version 6.1.0-28-amd64\r\n"])
     report = guest.talk([])
     assert not report.ok and report.error == "the installer asked no question in time"
+
+
+def test_a_title_still_arriving_is_not_taken() -> None:
+    guest = Guest([GRUB_MENU], ["VMDBT_42_PRESEEDED\r\n lqqu [!] D",
+                                "etect network hardware tqqk\r\n"])
+    report = guest.talk([MARK])
+    assert report.ok and report.question == "[!] Detect network hardware"

@@ -454,7 +454,7 @@ def test_build_iso_with_installer_and_preseed(tmp_path: Path, monkeypatch: pytes
     assert "menuentry 'Install' --id install --hotkey=i {" in grub
     assert ("menuentry 'Graphical install' --id installgui --hotkey=g {" in grub) == gtk
     isolinux = runner.tree["isolinux/isolinux.cfg"]
-    assert "  MENU LABEL ^Install\n" in isolinux
+    assert "  MENU LABEL ^Install\n  MENU IMMEDIATE\n" in isolinux
     assert ("  MENU LABEL ^Graphical install\n" in isolinux) == gtk
     assert "preseed" not in grub and "preseed" not in runner.tree["isolinux/isolinux.cfg"]
     assert "preseed.cfg" not in runner.tree  # only inside the initrds

@@ -37,7 +37,8 @@ MENU_ENTRY = re.compile(r"Install")
 # d-i's text frontend titles each question "[!!] Configure the network"
 # (the brackets give the question's priority); on a serial line the frame
 # around the title is drawn with ACS letters ("tqqqk"), which end the match.
-QUESTION = re.compile(r"\[(?:!{1,3}|\.)\] [A-Z][\w,.'()/-]*(?: (?!tq)[\w,.'()/-]+)*")
+QUESTION = re.compile(r"\[(?:!{1,3}|\.)\] [A-Z][\w,.'()/-]*(?: (?!tq)[\w,.'()/-]+)*"
+                      r"(?= tq|\s{2}|\s*\n|\x1b)")  # the whole title, not what has arrived
 KERNEL_PANIC = re.compile(r"Kernel panic - not syncing[^\n]*")
 
 

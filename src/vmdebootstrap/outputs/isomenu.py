@@ -125,6 +125,8 @@ def isolinux_cfg(entries: Sequence[MenuEntry], *, title: str, serial_console: bo
         lines.append("MENU BACKGROUND splash.png")
     for e in entries:
         lines += ["", f"LABEL {e.ident}", f"  MENU LABEL {e.isolinux_label()}"]
+        if e.hotkey:
+            lines.append("  MENU IMMEDIATE")  # the hotkey boots it, as in grub, not only selects
         if e.default:
             lines.append("  MENU DEFAULT")
         lines += [f"  LINUX {e.kernel}", f"  INITRD {e.initrd}", f"  APPEND {' '.join(e.append)}"]
