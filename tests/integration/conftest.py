@@ -83,8 +83,10 @@ UNWIND_SECONDS = 300  # how long an interrupted build may take to undo what it s
 
 
 def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
-                  env: dict[str, str] | None = None, stdin: str | None = None) -> Run:
-    """Run the real command, as a user would (with the session's cache)."""
+                  env: dict[str, str] | None = None, stdin: str | None = None,
+                  unset: tuple[str, ...] = ()) -> Run:
+    """Run the real command, as a user would (with the session's cache);
+    ``env`` adds to the test run's environment, ``unset`` takes from it."""
     import time
 
     if "--no-cache" not in args and "--cache-dir" not in args:
@@ -92,7 +94,8 @@ def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "vmdebootstrap", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env={**os.environ, **(env or {})},
+                            env={**{k: v for k, v in os.environ.items() if k not in unset},
+                                 **(env or {})},
                             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
     try:
         stdout, stderr = proc.communicate(stdin, timeout=timeout)
@@ -138,6 +141,29 @@ def dpkg_status(status_text: str) -> dict[str, str]:
 
 SECRET = "Tq9-vmdb-s3cret-Xw"  # distinctive, so a leak would be found
 APT_MIRROR = "http://apt.example/debian"
+KERNEL_APPEND = "vmdbt.live=on"
+# The installer entries' preseed: language and keyboard answered, and an
+# early command whose output only a shell can make (the file says $((6*7))).
+PRESEED = """d-i debian-installer/locale string en_US.UTF-8
+d-i keyboard-configuration/xkb-keymap select us
+d-i preseed/early_command string echo VMDBT_$((6*7))_PRESEEDED > /dev/console
+"""
+PRESEEDED = "VMDBT_42_PRESEEDED"
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A valid one-colour PNG (for --splash), written without any image library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" + bytes(rgb) * width
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * height, 9)) + chunk(b"IEND", b""))
 
 
 @dataclass
@@ -146,22 +172,31 @@ class LiveBuild:
     squash: Path
     log: Path
     run: Run
+    splash: bytes
 
 
 @pytest.fixture(scope="session")
 def live_build(tmp_path_factory: pytest.TempPathFactory) -> LiveBuild:
     """One debian-cd style live build (the README's default config plus the
-    debian-cd options), giving both the ISO and the squash directory; the
+    debian-cd options, a splash, --kernel-append and the installer entries
+    with a preseed), giving both the ISO and the squash directory; the
     core checks and the boot tests share it."""
     base = tmp_path_factory.mktemp("live")
     iso, out, log = base / "live.iso", base / "out" / "amd64", base / "build.log"
+    splash = png(640, 480, (0x1d, 0x3d, 0x5c))
+    (base / "splash.png").write_bytes(splash)
+    (base / "preseed.cfg").write_text(PRESEED)
     run = vmdebootstrap(
         "--no-default-configs", "--config", str(EXAMPLES / "live-console-amd64.conf"),
         "--owner", "nobody", "--verbose", "--lock-root-password",
         "--configure-apt", "--apt-mirror", APT_MIRROR,
         "--user", "user/live", "--user", f"tester/{SECRET}", "--sudo",
         "--log", str(log), "--log-level", "debug",
+        "--splash", str(base / "splash.png"), "--kernel-append", KERNEL_APPEND,
+        "--installer", "--preseed", str(base / "preseed.cfg"),
         "--iso", str(iso), "--squash", str(out),
     )
+    (base / "splash.png").unlink()
+    (base / "preseed.cfg").unlink()
     assert run.returncode == 0, run.stderr
-    return LiveBuild(iso, out, log, run)
+    return LiveBuild(iso, out, log, run, splash)
