@@ -317,6 +317,10 @@ def print_plan(plan: object) -> None:
                  + ("locked" if system.lock_root else
                     "password set" if system.root_password_hash else "unchanged"))
     lines.append(f"hostname: {system.hostname}")
+    if plan.iso is not None:
+        lines.append("ISO's UEFI boot: " + (
+            "Debian's signed shim and grub, if the suite has them (Secure Boot)"
+            if plan.iso.secure_boot else "a GRUB image built here (no Secure Boot)"))
     if system.hook:
         lines.append(f"customisation hook: {system.hook}")
     lines += [f"note: {n}" for n in plan.notes]

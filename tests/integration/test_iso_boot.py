@@ -1,9 +1,11 @@
 """Build a hybrid live ISO and prove it boots under BIOS and UEFI, both as a CD
 and written raw to a disk, by logging in on the serial console and checking
-that sudo works and that --kernel-append reached the kernel.
-
+that sudo works and that --kernel-append reached the kernel; under UEFI
+enforcing Secure Boot (Microsoft's keys enrolled) the guest must report
+Secure Boot enabled, and an unsigned ISO must be refused by the firmware.
 The installer entry is started too, until d-i asks its first question.
-Slow: six QEMU boots (about 1.5 min each under TCG), run two at a time.
+Slow: seven QEMU boots (1.5 to 2.5 min each under TCG), two at a time, and
+a refused one (about 15 s).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.integration.conftest import KERNEL_APPEND, PRESEEDED, LiveBuild, host
 from vmdebootstrap.boot.boottest import BootReport, boot_test
 from vmdebootstrap.boot.console import default_command
 from vmdebootstrap.boot.installer import InstallerReport, start_installer
+from vmdebootstrap.boot.media import efi_loader_signed, pe_signed
 from vmdebootstrap.host.run import SubprocessRunner
 from vmdebootstrap.outputs.iso import IsoSpec, build_iso, check_iso
 
@@ -36,8 +39,10 @@ USER, PASSWORD = "user", "live"
 BOOT_TIMEOUT = 900.0
 COMMAND = f"{default_command(USER)} && grep -o {KERNEL_APPEND} /proc/cmdline"
 # (media, firmware, password): the boots the tests below look at
-BOOTS = [("iso", "bios", PASSWORD), ("iso", "uefi", PASSWORD), ("raw", "bios", PASSWORD),
-         ("raw", "uefi", PASSWORD), ("iso", "bios", "not-the-password")]
+# The ISO written to a USB stick is booted as a stock PC would, Secure Boot on.
+BOOTS = [("iso", "bios", PASSWORD), ("iso", "uefi", PASSWORD), ("iso", "uefi-sb", PASSWORD),
+         ("raw", "bios", PASSWORD), ("raw", "uefi-sb", PASSWORD),
+         ("iso", "bios", "not-the-password")]
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +122,21 @@ def test_iso_menus_have_the_splash_and_kernel_append(live_build: LiveBuild,
     assert live_lines and all(KERNEL_APPEND in line for line in live_lines)
 
 
+def test_iso_carries_debians_signed_boot_chain(live_iso: Path, tmp_path: Path) -> None:
+    """Secure Boot is on by default: shim, the signed grub and MokManager, in
+    /EFI/boot of the ISO and of its El Torito EFI image alike."""
+    assert efi_loader_signed(live_iso, "iso", "amd64", SubprocessRunner())
+    for name in ("bootx64.efi", "grubx64.efi", "mmx64.efi"):
+        loader = extract(live_iso, f"/EFI/boot/{name}", tmp_path / name)
+        assert pe_signed(loader[:4096]), f"{name} is not signed"
+    extract(live_iso, "/boot/grub/efi.img", tmp_path / "efi.img")
+    for name in ("bootx64.efi", "grubx64.efi", "mmx64.efi"):
+        from_img = tmp_path / f"img-{name}"
+        subprocess.run(["mcopy", "-n", "-i", str(tmp_path / "efi.img"), f"::/EFI/boot/{name}",
+                        str(from_img)], check=True)
+        assert from_img.read_bytes() == (tmp_path / name).read_bytes()
+
+
 def _check(report: BootReport) -> None:
     assert report.ok, f"{report.error}\n--- console ---\n{report.console_tail}"
     assert report.seconds_to_login is not None
@@ -124,14 +144,15 @@ def _check(report: BootReport) -> None:
     assert lines[0].startswith("12.")  # /etc/debian_version
     assert "sudo-ok" in lines
     assert KERNEL_APPEND in lines  # --kernel-append reached the live kernel
+    assert report.secure_boot == ("enabled" if report.firmware == "uefi-sb" else None)
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+@pytest.mark.parametrize("firmware", ["bios", "uefi", "uefi-sb"])
 def test_iso_boots_as_cd(boots: tuple[Boots, InstallerReport], firmware: str) -> None:
     _check(boots[0][("iso", firmware, PASSWORD)])
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+@pytest.mark.parametrize("firmware", ["bios", "uefi-sb"])
 def test_iso_boots_written_to_a_disk(boots: tuple[Boots, InstallerReport],
                                      firmware: str) -> None:
     _check(boots[0][("raw", firmware, PASSWORD)])
@@ -156,9 +177,26 @@ def test_the_install_entry_starts_the_preseeded_installer(
           f"{report.seconds_to_question:.0f} s")
 
 
-def test_reproducible_iso(squash_dir: Path, tmp_path: Path) -> None:
+def test_unsigned_iso_is_refused_under_secure_boot(squash_dir: Path, tmp_path: Path) -> None:
+    """--no-secure-boot's layout: the firmware refuses our own GRUB, and the
+    test says so within seconds instead of waiting for a login prompt."""
+    unsigned = tmp_path / "unsigned.iso"
+    build_iso(SubprocessRunner(), IsoSpec(arch="amd64", distribution="bookworm",
+                                          serial_console=True),
+              squash_dir, unsigned, tmp_path / "work")
+    assert not efi_loader_signed(unsigned, "iso", "amd64", SubprocessRunner())
+    report = boot_test(unsigned, firmware="uefi-sb", arch="amd64", user=USER,
+                       password=PASSWORD, command=None, timeout=BOOT_TIMEOUT, media="iso",
+                       accel="tcg")
+    assert not report.ok and report.seconds_to_login is None
+    assert report.error and "the firmware refused the boot loader" in report.error, report.error
+
+
+@pytest.mark.parametrize("secure_boot", [False, True])
+def test_reproducible_iso(squash_dir: Path, tmp_path: Path, mirror: str,
+                          secure_boot: bool) -> None:
     spec = IsoSpec(arch="amd64", distribution="bookworm", serial_console=True,
-                   source_date_epoch=1700000000)
+                   source_date_epoch=1700000000, secure_boot=secure_boot, mirror=mirror)
     first, second = tmp_path / "a.iso", tmp_path / "b.iso"
     build_iso(SubprocessRunner(), spec, squash_dir, first, tmp_path / "work")
     time.sleep(1.1)  # a different wall clock must not matter

@@ -18,6 +18,7 @@ from types import FrameType
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from vmdebootstrap.boot import boottest as bt
 from vmdebootstrap.boot import console as bc
 from vmdebootstrap.boot import media, qemu
@@ -672,3 +673,187 @@ def test_signal_to_boottest_stops_qemu_and_exits_128_plus_signal(
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids), "QEMU or its child survived"
     assert list((tmp_path / "tmp").iterdir()) == []  # the scratch directory is gone
+
+
+# ---- Secure Boot (uefi-sb) ---------------------------------------------------------------
+
+OVMF_REFUSAL = (
+    "BdsDxe: loading Boot0001 \"UEFI QEMU DVD-ROM QM00001 \" from PciRoot(0x0)/Pci(0x1F,0x2)\r\n"
+    "BdsDxe: failed to load Boot0001 \"UEFI QEMU DVD-ROM QM00001 \" from "
+    "PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x0,0xFFFF,0x0): Access Denied\r\n"
+)
+
+
+def test_find_uefi_firmware_with_secure_boot() -> None:
+    present = {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
+               "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"}
+    assert qemu.find_uefi_firmware("amd64", present.__contains__, secure_boot=True) == (
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+    # the plain variable store has no keys enrolled: not Secure Boot
+    assert qemu.find_uefi_firmware("amd64", (present - {"/usr/share/OVMF/OVMF_VARS_4M.ms.fd"})
+                                   .__contains__, secure_boot=True) is None
+    assert qemu.find_uefi_firmware("arm64", present.__contains__, secure_boot=True) is None
+
+
+def test_uefi_vars_copy_names_what_to_install(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(qemu, "find_uefi_firmware", lambda arch, **kw: None)
+    with pytest.raises(bt.BootTestError, match=r"Secure Boot for amd64 \(install ovmf: "
+                       r"/usr/share/OVMF/OVMF_CODE_4M\.secboot\.fd with "):
+        qemu.uefi_vars_copy("amd64", tmp_path, secure_boot=True)
+
+
+def test_qemu_argv_uefi_sb() -> None:
+    argv = qemu.qemu_argv(_plan(firmware="uefi-sb",
+                              uefi_code="/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                              uefi_vars=Path("/t/efivars.fd")))
+    line = " ".join(argv)
+    assert argv[argv.index("-machine") + 1] == "q35,smm=on"
+    assert "-global driver=cfi.pflash01,property=secure,value=on" in line
+    assert ("-drive if=pflash,format=raw,unit=0,readonly=on,"
+            "file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd") in line
+    assert "-drive if=pflash,format=raw,unit=1,file=/t/efivars.fd" in line
+    plain = qemu.qemu_argv(_plan(firmware="uefi", uefi_code="/c", uefi_vars=Path("/v")))
+    assert plain[plain.index("-machine") + 1] == "q35" and "-global" not in plain
+    with pytest.raises(bt.BootTestError, match="firmware must be one of"):
+        qemu.qemu_argv(_plan(firmware="coreboot"))
+
+
+def test_default_firmwares_add_secure_boot_for_a_signed_iso() -> None:
+    assert media.default_firmwares("iso", "amd64", b"", signed=True) == [
+        "bios", "uefi", "uefi-sb"]
+    # no Secure Boot firmware for arm64 in the table yet
+    assert media.default_firmwares("iso", "arm64", b"", signed=True) == ["uefi"]
+    assert media.default_firmwares("raw", "amd64", b"", signed=True) == ["bios"]
+
+
+def pe_head(*, pe32plus: bool = True, cert_size: int = 0) -> bytes:
+    head = bytearray(1024)
+    head[:2] = b"MZ"
+    head[0x3C:0x40] = (0x80).to_bytes(4, "little")
+    head[0x80:0x84] = b"PE\0\0"
+    optional = 0x80 + 24
+    head[optional:optional + 2] = (0x20B if pe32plus else 0x10B).to_bytes(2, "little")
+    entry = optional + (112 if pe32plus else 96) + 4 * 8
+    head[entry:entry + 8] = (0x1000).to_bytes(4, "little") + cert_size.to_bytes(4, "little")
+    return bytes(head)
+
+
+def test_pe_signed() -> None:
+    assert media.pe_signed(pe_head(cert_size=1472))
+    assert media.pe_signed(pe_head(pe32plus=False, cert_size=8))
+    assert not media.pe_signed(pe_head())
+    assert not media.pe_signed(b"\x7fELF" + bytes(1020))
+    assert not media.pe_signed(pe_head(cert_size=1)[:200])  # cut short
+
+
+def test_efi_loader_signed_looks_into_isos_only(tmp_path: Path) -> None:
+    class Extract(RecordingRunner):
+        def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+            result = super().run(argv, **kw)
+            Path(argv[-1]).write_bytes(pe_head(cert_size=100))
+            return result
+
+    runner = Extract()
+    assert media.efi_loader_signed(tmp_path / "l.iso", "iso", "amd64", runner) == (
+        shutil.which("xorriso") is not None)
+    if runner.calls:
+        assert runner.calls[0][:4] == ["xorriso", "-osirrox", "on", "-indev"]
+        assert "/EFI/boot/bootx64.efi" in runner.calls[0]
+    assert not media.efi_loader_signed(tmp_path / "d.img", "raw", "amd64", Extract())
+
+
+def test_refused_loader_is_named_as_such() -> None:
+    guest = FakeGuest([OVMF_REFUSAL], debian_guest())
+    with pytest.raises(bc.BootFailed) as info:
+        run_session(guest)
+    assert "the firmware refused the boot loader (Secure Boot): BdsDxe: failed to load " \
+           "Boot0001" in str(info.value)
+    assert str(info.value).endswith("Access Denied")
+    shim = "Verification failed: (0x1A) Security Violation\r\n"
+    with pytest.raises(bc.BootFailed, match="the firmware refused the boot loader"):
+        run_session(FakeGuest([shim], debian_guest()))
+
+
+def test_secure_boot_state() -> None:
+    assert bc.secure_boot_state("   6   0   0   0   1\n") == "enabled"
+    assert bc.secure_boot_state("od -An ...\r\n   6   0   0   0   0") == "disabled"
+    assert bc.secure_boot_state("od: /sys/firmware/efi/efivars/SecureBoot-8be4df61: "
+                                "No such file or directory") == "unknown"
+
+
+def secure_guest(value: str) -> Callable[[FakeGuest, str], str | None]:
+    inner = debian_guest()
+
+    def respond(guest: FakeGuest, line: str) -> str | None:
+        if bc.SECURE_BOOT_VAR in line:
+            return f"VMDBT_42_BEGIN\r\n{value}\r\nVMDBT_42_END_0\r\nuser@debian:~$ "
+        return inner(guest, line)
+    return respond
+
+
+@pytest.mark.parametrize(("value", "state", "ok"), [
+    ("   6   0   0   0   1", "enabled", True), ("   6   0   0   0   0", "disabled", False),
+    ("od: No such file or directory", "unknown", False)])
+def test_uefi_sb_reads_the_secure_boot_variable(value: str, state: str, ok: bool) -> None:
+    guest = FakeGuest([BOOT_NOISE, PROMPT], secure_guest(value))
+    report = bt.BootReport("uefi-sb", "tcg", None, "", False)
+    bt._converse(guest.console(), report, arch="amd64", user="user", password="live",
+                 command=None, started=0.0, timeout=600)
+    assert report.secure_boot == state and report.ok is ok
+    assert report.command_output == "12.5\nsudo-ok"
+    assert bc.SECURE_BOOT_PROBE in guest.typed[-1]
+    if not ok:
+        assert report.error == ("the guest booted but does not report Secure Boot enabled "
+                                f"(its SecureBoot EFI variable: {state})")
+
+
+def test_uefi_sb_without_a_user_goes_by_the_kernel() -> None:
+    said = "[    0.000000] secureboot: Secure boot enabled\r\n"
+    report = bt.BootReport("uefi-sb", "tcg", None, "", False)
+    bt._converse(FakeGuest([said, BOOT_NOISE, PROMPT], debian_guest()).console(), report,
+                 arch="amd64", user=None, password=None, command=None, started=0.0,
+                 timeout=600)
+    assert report.ok and report.secure_boot == "enabled"
+    report = bt.BootReport("uefi-sb", "tcg", None, "", False)
+    bt._converse(FakeGuest([BOOT_NOISE, PROMPT], debian_guest()).console(), report,
+                 arch="amd64", user=None, password=None, command=None, started=0.0,
+                 timeout=600)
+    assert not report.ok and report.secure_boot == "unknown"
+    assert report.error and "log in with --user" in report.error
+
+
+def test_plain_uefi_does_not_ask_about_secure_boot() -> None:
+    guest = FakeGuest([BOOT_NOISE, PROMPT], debian_guest())
+    report = bt.BootReport("uefi", "tcg", None, "", False)
+    bt._converse(guest.console(), report, arch="amd64", user="user", password="live",
+                 command=None, started=0.0, timeout=600)
+    assert report.ok and report.secure_boot is None
+    assert not any(bc.SECURE_BOOT_VAR in line for line in guest.typed)
+
+
+def test_firmware_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert bt.parse_args(["x.iso", "--firmware", "uefi-sb"]).firmware == "uefi-sb"
+    image = tmp_path / "live.iso"
+    image.write_bytes(b"\0" * 4096)
+    seen: list[str] = []
+
+    def fake_boot_test(path: Path, **kw: object) -> bt.BootReport:
+        seen.append(str(kw["firmware"]))
+        return bt.BootReport(str(kw["firmware"]), "tcg", 1.0, "", True,
+                             secure_boot="enabled" if kw["firmware"] == "uefi-sb" else None)
+
+    monkeypatch.setattr(bt, "boot_test", fake_boot_test)
+    monkeypatch.setattr(bt, "efi_loader_signed", lambda *a: True)
+    assert bt.main([str(image), "--firmware", "all"]) == 0
+    assert seen == ["bios", "uefi", "uefi-sb"]
+    assert "uefi-sb: the guest reports Secure Boot enabled" in capsys.readouterr().out
+    seen.clear()
+    assert bt.main([str(image)]) == 0  # a signed ISO: uefi-sb too, by default
+    assert seen == ["bios", "uefi", "uefi-sb"]
+    seen.clear()
+    monkeypatch.setattr(bt, "efi_loader_signed", lambda *a: False)
+    assert bt.main([str(image), "--firmware", "both"]) == 0
+    assert bt.main([str(image)]) == 0
+    assert seen == ["bios", "uefi", "bios", "uefi"]

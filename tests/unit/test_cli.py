@@ -70,7 +70,12 @@ def test_dry_run_prints_the_plan(run_cli: RunCli, host: Host, out: Path,
     assert set(plan.packages) >= {"linux-image-amd64", "live-boot", "sudo", "acpid", "less"}
     assert "users: alice (sudo)" in result.out
     assert "hostname: live" in result.out
+    assert ("ISO's UEFI boot: Debian's signed shim and grub, if the suite has them "
+            "(Secure Boot)") in result.out
     assert not no_build
+    unsigned = run_cli(*argv, "--no-secure-boot")
+    assert "ISO's UEFI boot: a GRUB image built here (no Secure Boot)" in unsigned.out
+    assert "ISO's UEFI boot" not in run_cli("--dry-run", "--tarball", "r.tar").out
 
 
 def test_dry_run_shows_debootstrap_fallback(run_cli: RunCli) -> None:

@@ -10,8 +10,10 @@ import pytest
 
 from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError, NoSpace, UsageError
+from vmdebootstrap.host import helper_apt
 from vmdebootstrap.host.publish import staged_file
-from vmdebootstrap.outputs import installer, iso, isomenu
+from vmdebootstrap.host.run import Result
+from vmdebootstrap.outputs import efiboot, installer, iso, isomenu, signed
 
 # ---- validation -------------------------------------------------------------------------
 
@@ -73,6 +75,22 @@ def test_missing_requirements_names_packages(tmp_path: Path) -> None:
                 "syslinux-common", "gpgv", "dpkg-deb (dpkg)"):
         assert pkg in text
     assert "grub-efi-ia32-bin" not in text  # optional for amd64
+    assert "apt-get" not in text and "dpkg-deb" not in text
+    signed = iso.missing_requirements(
+        iso.IsoSpec(arch="amd64", distribution="bookworm", secure_boot=True, mirror="http://m"),
+        grub_lib=tmp_path, isolinux_dir=tmp_path, bios_modules=tmp_path, which=lambda _n: None)
+    assert "apt-get (apt)" in signed and "dpkg-deb (dpkg)" in signed
+
+
+def test_secure_boot_spec_needs_a_signed_arch_and_a_mirror() -> None:
+    assert iso.validate_spec(iso.IsoSpec(arch="amd64", distribution="bookworm",
+                                         secure_boot=True, mirror="http://m")) == []
+    assert iso.validate_spec(iso.IsoSpec(arch="i386", distribution="bookworm",
+                                         secure_boot=True, mirror="http://m")) == [
+        "Secure Boot ISOs are not supported for i386 (only amd64)"]
+    assert iso.validate_spec(iso.IsoSpec(arch="amd64", distribution="bookworm",
+                                         secure_boot=True)) == [
+        "Secure Boot needs a mirror to fetch the signed boot loaders from"]
 
 
 # ---- menus ------------------------------------------------------------------------------
@@ -212,12 +230,12 @@ def test_marker_is_stable_for_reproducible_builds() -> None:
 
 
 def test_grub_modules_filtered_by_availability() -> None:
-    mods = iso.grub_modules({"linux", "iso9660", "fat", "normal", "search", "efi_uga"})
+    mods = efiboot.grub_modules({"linux", "iso9660", "fat", "normal", "search", "efi_uga"})
     assert mods == ["fat", "iso9660", "normal", "linux", "search", "efi_uga"]
 
 
 def test_grub_mkimage_argv() -> None:
-    argv = iso.grub_mkimage_argv("x86_64-efi", Path("/w/bootx64.efi"), ["fat", "linux"],
+    argv = efiboot.grub_mkimage_argv("x86_64-efi", Path("/w/bootx64.efi"), ["fat", "linux"],
                                  grub_lib=Path("/usr/lib/grub"))
     assert argv == ["grub-mkimage", "--directory", "/usr/lib/grub/x86_64-efi",
                     "--format", "x86_64-efi", "--prefix", "/EFI/boot",
@@ -226,7 +244,7 @@ def test_grub_mkimage_argv() -> None:
 
 def test_efi_image_argvs() -> None:
     files = {"EFI/boot/bootx64.efi": Path("/s/x.efi"), "EFI/boot/grub.cfg": Path("/s/g.cfg")}
-    argvs = iso.efi_image_argvs(Path("/w/efi.img"), 2048, files, "1234ABCD", reproducible=True)
+    argvs = efiboot.efi_image_argvs(Path("/w/efi.img"), 2048, files, "1234ABCD", reproducible=True)
     assert argvs[0] == ["mkfs.vfat", "-C", "-n", "EFIBOOT", "-i", "1234ABCD", "--invariant",
                         "/w/efi.img", "2048"]
     assert argvs[1] == ["mmd", "-i", "/w/efi.img", "::/EFI"]
@@ -234,18 +252,18 @@ def test_efi_image_argvs() -> None:
     assert argvs[3] == ["mcopy", "-m", "-i", "/w/efi.img", "/s/x.efi", "::/EFI/boot/bootx64.efi"]
     assert argvs[4][-1] == "::/EFI/boot/grub.cfg"
     assert all("mount" not in a[0] and "losetup" not in a[0] for a in argvs)
-    assert "--invariant" not in iso.efi_image_argvs(Path("/i"), 2048, files, "1", False)[0]
+    assert "--invariant" not in efiboot.efi_image_argvs(Path("/i"), 2048, files, "1", False)[0]
 
 
 def test_efi_image_size() -> None:
-    assert iso.efi_image_size_kib(0) == 1440
-    size = iso.efi_image_size_kib(3 * 1024 * 1024)
+    assert efiboot.efi_image_size_kib(0) == 1440
+    size = efiboot.efi_image_size_kib(3 * 1024 * 1024)
     assert size * 1024 > 3 * 1024 * 1024 and size % 64 == 0
 
 
 def test_efi_serial() -> None:
-    assert iso.efi_serial(0x1_2345_6789) == "23456789"
-    assert len(iso.efi_serial(None)) == 8
+    assert efiboot.efi_serial(0x1_2345_6789) == "23456789"
+    assert len(efiboot.efi_serial(None)) == 8
 
 
 def test_xorriso_argv_hybrid_bios_uefi() -> None:
@@ -345,17 +363,32 @@ def test_check_iso_size(tmp_path: Path) -> None:
 # ---- the whole build with faked tools -----------------------------------------------------
 
 class FakeTools(RecordingRunner):
-    """Creates what each tool would create; snapshots the ISO tree at xorriso time."""
+    """Creates what each tool would create; snapshots the ISO tree at xorriso
+    time.  apt-get downloads a .deb of each package but those in ``lacking``,
+    dpkg-deb unpacks Debian's signed loaders."""
 
-    def __init__(self, fail_xorriso: bool = False) -> None:
+    def __init__(self, fail_xorriso: bool = False, lacking: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.fail_xorriso = fail_xorriso
+        self.lacking = lacking
         self.tree: dict[str, str] = {}
+        self.efi: dict[str, bytes] = {}
 
     def run(self, argv, **kw):  # type: ignore[no-untyped-def]
         result = super().run(argv, **kw)
         args = self.calls[-1]
-        if args[0] == "grub-mkimage":
+        if args[0] == "apt-get" and "download" in args:
+            wanted = args[args.index("download") + 1:]
+            if any(p in self.lacking for p in wanted):
+                return Result(100, "", [f"E: Unable to locate package {p}"
+                                        for p in wanted if p in self.lacking])
+            for pkg in wanted:
+                (Path(kw["cwd"]) / f"{pkg}_1.0_amd64.deb").write_bytes(b"!<arch>")
+        elif args[0] == "dpkg-deb":
+            for src, name in signed.SIGNED_BOOT["amd64"].files:
+                (Path(args[-1]) / src).parent.mkdir(parents=True, exist_ok=True)
+                (Path(args[-1]) / src).write_bytes(b"MZ signed " + name.encode())
+        elif args[0] == "grub-mkimage":
             Path(args[args.index("--output") + 1]).write_bytes(b"MZ" + b"\0" * 1000)
         elif args[0] == "mkfs.vfat":
             Path(args[-2]).write_bytes(b"\0" * 1024)
@@ -364,6 +397,7 @@ class FakeTools(RecordingRunner):
             self.tree = {str(p.relative_to(root)): (p.read_text(errors="replace")
                                                     if p.suffix in (".cfg", "") else "")
                          for p in root.rglob("*") if p.is_file()}
+            self.efi = {p.name: p.read_bytes() for p in (root / "EFI/boot").iterdir()}
             out = Path(args[args.index("-o") + 1])
             out.write_bytes(b"partial")
             if self.fail_xorriso:
@@ -411,6 +445,70 @@ def test_build_iso_layout_with_fake_tools(tmp_path: Path) -> None:
     mcopies = [c[-1] for c in runner.calls if c[0] == "mcopy"]
     assert "::/EFI/boot/bootx64.efi" in mcopies and "::/EFI/boot/grub.cfg" in mcopies
     assert not list((tmp_path / "work").iterdir())  # scratch removed
+    # Secure Boot off: our own GRUB, nothing fetched
+    assert not any(c[0] == "apt-get" for c in runner.calls)
+    assert "EFI/boot/grubx64.efi" not in tree and "EFI/boot/mmx64.efi" not in tree
+
+
+@pytest.fixture
+def archive_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    key = tmp_path / "debian-archive-keyring.gpg"
+    key.write_bytes(b"\x99key")
+    monkeypatch.setattr(helper_apt, "ARCHIVE_KEYRING", key)
+    return key
+
+
+@needs_host_boot_files
+def test_build_iso_secure_boot_layout_with_fake_tools(tmp_path: Path,
+                                                      archive_keyring: Path) -> None:
+    runner = FakeTools()
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", serial_console=True,
+                       source_date_epoch=1700000000, secure_boot=True,
+                       mirror="http://mirror.example/debian")
+    iso.build_iso(runner, spec, _squash(tmp_path), tmp_path / "l.iso", tmp_path / "work")
+    # shim is the removable-media loader; it starts grubx64.efi beside it
+    assert runner.efi["bootx64.efi"] == b"MZ signed bootx64.efi"
+    assert runner.efi["grubx64.efi"] == b"MZ signed grubx64.efi"
+    assert runner.efi["mmx64.efi"] == b"MZ signed mmx64.efi"
+    downloads = [c for c in runner.calls if c[0] == "apt-get" and "download" in c]
+    assert downloads[0][-3:] == ["shim-signed", "shim-helpers-amd64-signed",
+                                 "grub-efi-amd64-signed"]
+    assert not any("x86_64-efi" in c for c in runner.calls if c[0] == "grub-mkimage")
+    mcopies = [c[-1] for c in runner.calls if c[0] == "mcopy"]
+    for name in ("bootx64.efi", "grubx64.efi", "mmx64.efi", "grub.cfg"):
+        assert f"::/EFI/boot/{name}" in mcopies
+    assert "terminal_output console serial" in runner.tree["boot/grub/grub.cfg"]
+    assert not list((tmp_path / "work").iterdir())  # the private apt went with the scratch
+
+
+@needs_host_boot_files
+def test_build_iso_goes_on_unsigned_when_the_suite_lacks_the_packages(
+        tmp_path: Path, archive_keyring: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runner = FakeTools(lacking=("shim-signed", "shim-helpers-amd64-signed"))
+    spec = iso.IsoSpec(arch="amd64", distribution="stretch", secure_boot=True,
+                       mirror="http://mirror.example/debian")
+    iso.build_iso(runner, spec, _squash(tmp_path), tmp_path / "l.iso", tmp_path / "work")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Secure Boot: stretch on the build's mirror has no shim-signed, "
+                        "shim-helpers-amd64-signed for amd64; building the ISO without "
+                        "Secure Boot (--no-secure-boot skips this look-up)"]
+    assert any("x86_64-efi" in c for c in runner.calls if c[0] == "grub-mkimage")
+    assert runner.efi["bootx64.efi"].startswith(b"MZ\0")
+    assert "grubx64.efi" not in runner.efi and "mmx64.efi" not in runner.efi
+
+
+def test_signed_packages_without_the_loaders_fail(tmp_path: Path,
+                                                  archive_keyring: Path) -> None:
+    class Empty(FakeTools):
+        def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+            if argv[0] == "dpkg-deb":
+                return RecordingRunner.run(self, argv, **kw)  # unpacks nothing
+            return super().run(argv, **kw)
+
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", secure_boot=True,
+                       mirror="http://mirror.example/debian")
+    with pytest.raises(BuildError, match=r"shimx64\.efi\.signed"):
+        signed.fetch_signed_boot(Empty(), spec, tmp_path / "signed")
 
 
 class InstallerTools(FakeTools):

@@ -668,6 +668,21 @@ def test_iso_only_options(problems_of: ProblemsOf, option: tuple[str, ...]) -> N
     exactly_one(problems_of("--squash", "live", *option), option[0], "only applies to --iso")
 
 
+def test_secure_boot_fetches_from_the_bootstrap_source(plan_of: PlanOf, tmp_path: Path) -> None:
+    spec = plan_of("--iso", "l.iso").iso
+    assert spec is not None and spec.secure_boot
+    assert (spec.components, spec.keyring, spec.check_signatures) == (("main",), None, True)
+    keyring = tmp_path / "archive.gpg"
+    keyring.write_bytes(b"")
+    spec = plan_of("--iso", "l.iso", "--no-check-gpg", "--debootstrapopts",
+                   f"components=main,contrib keyring={keyring}").iso
+    assert spec is not None and spec.secure_boot
+    assert (spec.components, spec.keyring, spec.check_signatures) == (
+        ("main", "contrib"), keyring, False)
+    spec = plan_of("--iso", "l.iso", "--no-secure-boot").iso
+    assert spec is not None and not spec.secure_boot
+
+
 def test_iso_arches(host: Host) -> None:
     with pytest.raises(UsageError) as info:
         make_plan(parse("--iso", "l.iso", "--arch", "s390x"),

@@ -25,10 +25,11 @@ def nothing_missing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return missing
 
 
-def iso_problems(s: Settings, output: str = "iso", target: Target = AMD64) -> list[str]:
+def iso_problems(s: Settings, output: str = "iso", target: Target = AMD64,
+                 notes: tuple[str, ...] = ()) -> list[str]:
     found = Findings()
     check_iso(s, target, MIRROR, output, found)
-    assert found.notes == []
+    assert found.notes == list(notes)
     return found.problems
 
 
@@ -38,7 +39,30 @@ def test_a_plain_iso(nothing_missing: list[str]) -> None:
 
 @pytest.mark.parametrize("arch", ISO_ARCHES)
 def test_iso_arches(nothing_missing: list[str], arch: str) -> None:
-    assert iso_problems(Settings(), target=Target(arch, "trixie", True)) == []
+    settings = Settings(secure_boot=False)
+    assert iso_problems(settings, target=Target(arch, "trixie", True)) == []
+
+
+def test_secure_boot_where_debian_signs_the_loaders(nothing_missing: list[str]) -> None:
+    assert iso_spec_of(Settings(), "amd64", "trixie", MIRROR).secure_boot
+    assert not iso_spec_of(Settings(secure_boot=False), "amd64", "trixie", MIRROR).secure_boot
+    for arch in ("i386", "arm64"):
+        assert not iso_spec_of(Settings(), arch, "trixie", MIRROR).secure_boot
+        assert iso_problems(Settings(), target=Target(arch, "trixie", True), notes=(
+            f"--iso for {arch}: no Secure Boot (vmdebootstrap uses Debian's signed boot "
+            "loaders for amd64 only); the ISO boots without it",)) == []
+        assert iso_problems(Settings(secure_boot=False),
+                            target=Target(arch, "trixie", True)) == []
+
+
+def test_secure_boot_fetches_as_the_bootstrap_did() -> None:
+    spec = iso_spec_of(Settings(), "amd64", "trixie", MIRROR, components=("main", "contrib"),
+                       keyring="/k/archive.gpg", check_signatures=False)
+    assert (spec.mirror, spec.distribution, spec.components) == (
+        MIRROR, "trixie", ("main", "contrib"))
+    assert (spec.keyring, spec.check_signatures) == (Path("/k/archive.gpg"), False)
+    plain = iso_spec_of(Settings(), "amd64", "trixie", MIRROR)
+    assert (plain.components, plain.keyring, plain.check_signatures) == (("main",), None, True)
 
 
 def test_unsupported_arch_said_once(nothing_missing: list[str]) -> None:
@@ -73,9 +97,10 @@ def test_spec_problems_skip_what_option_problems_said(tmp_path: Path) -> None:
 def test_spec_problems_keep_the_rest(tmp_path: Path) -> None:
     s = Settings(kernel_append="volume'id", installer=True)
     spec = iso_spec_of(s, "amd64", "trixie", "")  # no mirror for the installer
-    param, mirror = spec_problems(spec)
+    param, mirror, signed = spec_problems(spec)
     assert param.startswith("--iso: kernel parameter \"volume'id\" must be one word")
     assert mirror == "--iso: the installer entries need a mirror to fetch the installer from"
+    assert signed == "--iso: Secure Boot needs a mirror to fetch the signed boot loaders from"
 
 
 def test_splash_must_be_a_png(nothing_missing: list[str], tmp_path: Path) -> None:

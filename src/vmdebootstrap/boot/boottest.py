@@ -10,6 +10,11 @@ printed (see run.Masker for the minimum length it masks).  Accounts that must
 change their password at first login are not supported (the test reports
 that instead of changing it).
 
+Under ``--firmware uefi-sb`` (OVMF enforcing Secure Boot, with Microsoft's
+keys enrolled as on a PC sold with Windows) the guest must also report
+Secure Boot enabled, and a loader the firmware refuses fails the test at
+once, saying so.
+
 This module is the flow and the command line; boot/qemu.py runs QEMU,
 boot/media.py tells what is booted and boot/console.py talks to the guest.
 """
@@ -33,15 +38,27 @@ from typing import TextIO
 
 from vmdebootstrap.boot.console import (
     FATAL,
+    KERNEL_SECURE_BOOT,
     LOGIN,
+    SECURE_BOOT_PROBE,
     BootFailed,
     Console,
     ConsoleClosed,
     default_command,
+    failure,
     login_and_run,
+    run_in_shell,
+    secure_boot_state,
 )
-from vmdebootstrap.boot.media import default_firmwares, detect_media, disk_header, read_header
+from vmdebootstrap.boot.media import (
+    default_firmwares,
+    detect_media,
+    disk_header,
+    efi_loader_signed,
+    read_header,
+)
 from vmdebootstrap.boot.qemu import (
+    FIRMWARES,
     QEMU_BINARIES,
     BootTestError,
     QemuPlan,
@@ -81,6 +98,7 @@ class BootReport:
     ok: bool
     returncode: int | None = None
     error: str | None = None
+    secure_boot: str | None = None  # uefi-sb: enabled | disabled | unknown, as the guest says
     console_tail: str = field(default="", repr=False)
 
 
@@ -89,8 +107,9 @@ class BootReport:
 def _check_can_boot(path: Path, firmware: str, arch: str) -> None:
     if not path.is_file():
         raise BootTestError(f"{path} does not exist")
-    if firmware not in ("bios", "uefi"):
-        raise BootTestError(f"firmware must be bios or uefi, not {firmware!r}")
+    if firmware not in FIRMWARES:
+        raise BootTestError(f"firmware must be one of {', '.join(FIRMWARES)}, "
+                            f"not {firmware!r}")
     if shutil.which(QEMU_BINARIES.get(arch, "qemu-system-" + arch)) is None:
         raise BootTestError(f"{QEMU_BINARIES.get(arch, arch)} is not installed "
                             "(package qemu-system-x86 or qemu-system-arm)")
@@ -111,27 +130,50 @@ def _converse(con: Console, report: BootReport, *, arch: str, user: str | None,
               password: str | None, command: str | None, started: float,
               timeout: float) -> None:
     """Wait for the login prompt (no user) or log in and run the command;
-    the outcome goes into ``report``."""
+    under uefi-sb, also ask the guest whether Secure Boot is on.  The
+    outcome goes into ``report``."""
     try:
         if user is None:
             found = con.expect([LOGIN, FATAL], timeout)
             if found is None or found[0] != 0:
                 raise BootFailed(f"no login prompt on {serial_console(arch)}" if found is None
-                                 else f"the guest failed: {found[1].group(0)}")
+                                 else failure(found[1]))
             report.seconds_to_login = time.monotonic() - started
             report.ok = True
-            return
-        session = login_and_run(con, user=user, password=password,
-                                command=command or default_command(user),
-                                started=started, deadline=started + timeout)
-        report.seconds_to_login = session.seconds_to_login
-        report.command_output = session.output
-        report.returncode = session.returncode
-        report.ok = session.returncode == 0
-        if not report.ok:
-            report.error = f"the command exited with status {session.returncode}"
+        else:
+            session = login_and_run(con, user=user, password=password,
+                                    command=command or default_command(user),
+                                    started=started, deadline=started + timeout)
+            report.seconds_to_login = session.seconds_to_login
+            report.command_output = session.output
+            report.returncode = session.returncode
+            report.ok = session.returncode == 0
+            if not report.ok:
+                report.error = f"the command exited with status {session.returncode}"
+        if report.ok and report.firmware == "uefi-sb":
+            _check_secure_boot(con, report, logged_in=user is not None,
+                               deadline=started + timeout)
     except (BootFailed, ConsoleClosed, BrokenPipeError) as e:
+        report.ok = False
         report.error = str(e) or type(e).__name__
+
+
+def _check_secure_boot(con: Console, report: BootReport, *, logged_in: bool,
+                       deadline: float) -> None:
+    """The guest must say Secure Boot is on: its SecureBoot EFI variable when
+    logged in, else what its kernel said at boot."""
+    if logged_in:
+        output, _ = run_in_shell(con, SECURE_BOOT_PROBE, deadline)
+        report.secure_boot = secure_boot_state(output)
+        where = "its SecureBoot EFI variable"
+    else:
+        said = KERNEL_SECURE_BOOT.search(con.text)
+        report.secure_boot = said.group(1) if said else "unknown"
+        where = "its kernel (log in with --user to read the SecureBoot variable)"
+    if report.secure_boot != "enabled":
+        report.ok = False
+        report.error = (f"the guest booted but does not report Secure Boot enabled "
+                        f"({where}: {report.secure_boot})")
 
 
 def _qemu_said(errlog: Path, masker: Masker) -> str:
@@ -144,8 +186,9 @@ def boot_test(path: Path, *, firmware: str, arch: str, user: str | None,
               accel: str = "auto", log: Callable[[str], None] = log.info,
               media: str | None = None, memory: int = 1024,
               console: TextIO | None = None) -> BootReport:
-    """Boot ``path`` once with ``firmware`` (bios|uefi) and, if ``user`` is given,
-    log in and run ``command``.  Without a user, reaching the login prompt is the test."""
+    """Boot ``path`` once with ``firmware`` (bios|uefi|uefi-sb) and, if ``user`` is
+    given, log in and run ``command``.  Without a user, reaching the login prompt
+    is the test.  Under uefi-sb the guest must also report Secure Boot enabled."""
     _check_can_boot(path, firmware, arch)
     media = media or detect_media(path, read_header(path))
     accel = choose_accel(accel, arch)
@@ -155,8 +198,8 @@ def boot_test(path: Path, *, firmware: str, arch: str, user: str | None,
     with scratch_dir() as tmp:
         plan = QemuPlan(arch=arch, firmware=firmware, accel=accel, media=media,
                         image=path.resolve(), memory=memory)
-        if firmware == "uefi":
-            code, vars_copy = uefi_vars_copy(arch, tmp)
+        if firmware != "bios":
+            code, vars_copy = uefi_vars_copy(arch, tmp, secure_boot=firmware == "uefi-sb")
             plan = dataclasses.replace(plan, uefi_code=code, uefi_vars=vars_copy)
         argv = qemu_argv(plan)
         errlog = tmp / "qemu.stderr"
@@ -178,14 +221,17 @@ def check_output(path: Path, *, arch: str, user: str | None, password: str | Non
     """Boot a freshly built output under each firmware it is made for
     (--boot-test); raise BootTestError unless every boot logged in."""
     media = detect_media(path, read_header(path))
-    header = disk_header(path, media, SubprocessRunner())
+    runner = SubprocessRunner()
+    header = disk_header(path, media, runner)
     reports = []
-    for fw in default_firmwares(media, arch, header):
+    for fw in default_firmwares(media, arch, header,
+                                signed=efi_loader_signed(path, media, arch, runner)):
         report = boot_test(path, firmware=fw, arch=arch, user=user, password=password,
                            command=None, timeout=timeout, log=log, media=media)
         login = ("never" if report.seconds_to_login is None
                  else f"{report.seconds_to_login:.0f} s")
-        log(f"boot test {fw} ({report.accel}): login after {login}: "
+        secure = f", Secure Boot {report.secure_boot}" if report.secure_boot else ""
+        log(f"boot test {fw} ({report.accel}): login after {login}{secure}: "
             f"{'OK' if report.ok else 'FAILED'}")
         if not report.ok:
             raise BootTestError(f"boot test of {path} under {fw} failed: {report.error}\n"
@@ -209,8 +255,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Boot an ISO or disk image in QEMU, log in on the serial console "
                     "and run a command.")
     p.add_argument("file", metavar="FILE", type=Path, help="an .iso, raw disk image or .qcow2")
-    p.add_argument("--firmware", choices=("bios", "uefi", "both"),
-                   help="default: both for ISOs, else what the disk's partitions suggest")
+    p.add_argument("--firmware", choices=(*FIRMWARES, "both", "all"),
+                   help="uefi-sb: UEFI enforcing Secure Boot with Microsoft's keys; "
+                   "both: bios and uefi; all: bios, uefi and uefi-sb (default: what FILE "
+                   "is made for: bios and uefi for ISOs, and uefi-sb when its UEFI loader "
+                   "is signed; for disks what their partitions suggest)")
     p.add_argument("--arch", default=_default_arch(), choices=sorted(QEMU_BINARIES))
     p.add_argument("--media", choices=("iso", "raw", "qcow2"),
                    help="boot FILE as a CD (iso) or disk (default: from name and contents)")
@@ -251,18 +300,23 @@ def _credentials(value: str | None) -> tuple[str | None, str | None]:
     return user, password
 
 
-def _firmwares(choice: str | None, media: str, arch: str, header: bytes) -> list[str]:
-    if choice in ("bios", "uefi"):
+def _firmwares(choice: str | None, media: str, arch: str, header: bytes,
+               signed: Callable[[], bool]) -> list[str]:
+    if choice in FIRMWARES:
         return [choice]
     if choice == "both":
         return ["bios", "uefi"]
-    return default_firmwares(media, arch, header)
+    if choice == "all":
+        return list(FIRMWARES)
+    return default_firmwares(media, arch, header, signed=signed())
 
 
 def _print_report(fw: str, report: BootReport, verbose: bool) -> None:
     login = (f"{report.seconds_to_login:.1f} s" if report.seconds_to_login is not None
              else "never")
     print(f"{fw} ({report.accel}): login after {login}: {'OK' if report.ok else 'FAILED'}")
+    if report.secure_boot:
+        print(f"{fw}: the guest reports Secure Boot {report.secure_boot}")
     if report.command_output:
         print(report.command_output)
     if not report.ok:
@@ -279,9 +333,11 @@ def _boot_all(args: argparse.Namespace) -> bool:
     if not path.is_file():
         raise BootTestError(f"{path} does not exist")
     media = args.media or detect_media(path, read_header(path))
-    header = disk_header(path, media, SubprocessRunner())
+    runner = SubprocessRunner()
+    header = disk_header(path, media, runner)
     ok = True
-    for fw in _firmwares(args.firmware, media, arch, header):
+    for fw in _firmwares(args.firmware, media, arch, header,
+                         lambda: efi_loader_signed(path, media, arch, runner)):
         report = boot_test(path, firmware=fw, arch=arch, user=user, password=password,
                            command=args.command, timeout=args.timeout, accel=args.accel,
                            log=lambda msg: print(msg, file=sys.stderr), media=media,

@@ -120,15 +120,44 @@ PASSWORD = re.compile(r"\bPassword: *")
 INCORRECT = re.compile(r"Login incorrect")
 FORCED_CHANGE = re.compile(r"You are required to change your password|"
                            r"password has expired|Current password:")
+# The firmware (OVMF's boot manager) or shim refusing a loader whose
+# signature the enrolled keys do not accept, as Secure Boot does.
+REFUSED = re.compile(r"BdsDxe: failed to (?:load|start) .*: (?:Access Denied|Security Violation)"
+                     r"|Verification failed: .*Security Violation.*")
 FATAL = re.compile(r"Kernel panic - not syncing.*|^\(initramfs\) *|"
                    r"Unable to find a medium containing a live file system.*|"
-                   r"Give root password for maintenance.*|You are in emergency mode.*",
-                   re.MULTILINE)
+                   r"Give root password for maintenance.*|You are in emergency mode.*|"
+                   + REFUSED.pattern, re.MULTILINE)
 MARK = "VMDBT_$((6*7))"      # what we type; the shell prints VMDBT_42
 READY = re.compile(r"VMDBT_42_READY")
 PW_PROMPT = re.compile(r"VMDBT_42_PW:")
 BEGIN = re.compile(r"VMDBT_42_BEGIN\n?")
 END = re.compile(r"\n?VMDBT_42_END_(\d+)")
+
+
+def failure(match: re.Match[str]) -> str:
+    """What a FATAL match means, for a message."""
+    text = match.group(0).strip()
+    if REFUSED.fullmatch(text):
+        return f"the firmware refused the boot loader (Secure Boot): {text}"
+    return f"the guest failed: {text}"
+
+
+# The SecureBoot EFI variable: four bytes of attributes, then the value,
+# 1 when the firmware enforces Secure Boot.  Readable by any user.
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+SECURE_BOOT_PROBE = f"od -An -tu1 {SECURE_BOOT_VAR}"
+_VAR_BYTES = re.compile(r"(?m)^\s*(?:\d+\s+){4}(\d+)\s*$")
+# What the kernel says at boot (the test's fallback when it does not log in).
+KERNEL_SECURE_BOOT = re.compile(r"secureboot: Secure boot (enabled|disabled)")
+
+
+def secure_boot_state(probe_output: str) -> str:
+    """'enabled', 'disabled' or 'unknown', from SECURE_BOOT_PROBE's output."""
+    m = _VAR_BYTES.search(probe_output)
+    if m is None:
+        return "unknown"
+    return "enabled" if m.group(1) == "1" else "disabled"
 
 
 @dataclass
@@ -146,12 +175,7 @@ def login_and_run(console: Console, *, user: str, password: str | None, command:
 
     def expect(patterns: list[re.Pattern[str]], timeout: float, where: str
                ) -> tuple[int, re.Match[str]] | None:
-        found = console.expect([*patterns, FATAL], min(timeout, left()))
-        if found and found[0] == len(patterns):
-            raise BootFailed(f"{where}: the guest failed: {found[1].group(0).strip()}")
-        if found is None and left() <= 0:
-            raise BootFailed(f"timed out {where}")
-        return found
+        return _expect(console, patterns, min(timeout, left()), where, deadline)
 
     if password is not None:
         console.mask.add(password)
@@ -187,10 +211,29 @@ def login_and_run(console: Console, *, user: str, password: str | None, command:
         console.send(" printf 'VMDBT_%s_PW:' $((6*7)); IFS= read -r PASSWORD")
         expect([PW_PROMPT], left(), "waiting for the shell to read the password")
         console.send(password, secret=True)
+    output, returncode = run_in_shell(console, command, deadline)
+    return Session(seconds, output, returncode)
+
+
+def _expect(console: Console, patterns: list[re.Pattern[str]], timeout: float, where: str,
+            deadline: float) -> tuple[int, re.Match[str]] | None:
+    """console.expect, failing on a FATAL line and at the deadline."""
+    found = console.expect([*patterns, FATAL], timeout)
+    if found and found[0] == len(patterns):
+        raise BootFailed(f"{where}: {failure(found[1])}")
+    if found is None and console.clock() >= deadline:
+        raise BootFailed(f"timed out {where}")
+    return found
+
+
+def run_in_shell(console: Console, command: str, deadline: float) -> tuple[str, int]:
+    """Run ``command`` in the shell login_and_run left: (output, exit status)."""
+    left = max(0.0, deadline - console.clock())
     console.send(f" echo {MARK}_BEGIN; ( {command}\n ); echo {MARK}_END_$?")
-    expect([BEGIN], left(), "waiting for the command to start")
+    _expect(console, [BEGIN], left, "waiting for the command to start", deadline)
     start = console.pos
-    found = expect([END], left(), "waiting for the command to finish")
+    found = _expect(console, [END], max(0.0, deadline - console.clock()),
+                    "waiting for the command to finish", deadline)
     assert found is not None
     output = console.mask(console.text[start:found[1].start()])
-    return Session(seconds, output.strip("\n"), int(found[1].group(1)))
+    return output.strip("\n"), int(found[1].group(1))

@@ -1,17 +1,22 @@
 """What is being booted: an ISO (booted as a CD) or a raw or qcow2 disk, and
-which firmware (BIOS, UEFI or both) its first sectors say it is made for."""
+which firmware (BIOS, UEFI or both) its first sectors say it is made for;
+an ISO whose UEFI loader is signed is made for Secure Boot too."""
 
 from __future__ import annotations
 
 import shutil
+import struct
 import uuid
 from pathlib import Path
 
-from vmdebootstrap.boot.qemu import scratch_dir
+from vmdebootstrap.boot.qemu import UEFI_SB_FIRMWARE, scratch_dir
 from vmdebootstrap.host.run import Runner
 
 ESP_TYPE_GUID = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").bytes_le
 HEADER_BYTES = 64 * 1024
+# The loader UEFI firmware starts from removable media, by architecture.
+EFI_LOADERS = {"amd64": "/EFI/boot/bootx64.efi", "i386": "/EFI/boot/bootia32.efi",
+               "arm64": "/EFI/boot/bootaa64.efi"}
 
 
 def detect_media(path: Path, header: bytes) -> str:
@@ -45,12 +50,51 @@ def disk_firmwares(header: bytes) -> list[str]:
     return ["uefi"] if esp else ["bios"]
 
 
-def default_firmwares(media: str, arch: str, header: bytes) -> list[str]:
+def default_firmwares(media: str, arch: str, header: bytes, *, signed: bool = False
+                      ) -> list[str]:
+    """``signed``: the UEFI loader carries a signature (efi_loader_signed), so
+    the boot test also boots with Secure Boot, where it has firmware for it."""
+    secure = ["uefi-sb"] if signed and arch in UEFI_SB_FIRMWARE else []
     if arch == "arm64":
-        return ["uefi"]
+        return ["uefi", *secure]
     if media == "iso":
-        return ["bios", "uefi"]
+        return ["bios", "uefi", *secure]
     return disk_firmwares(header)
+
+
+def pe_signed(head: bytes) -> bool:
+    """Whether the PE image starting with ``head`` (its first KiB do) has an
+    Authenticode signature: a certificate table in its data directories."""
+    if len(head) < 0x40 or head[:2] != b"MZ":
+        return False
+    (pe,) = struct.unpack_from("<I", head, 0x3C)
+    if len(head) < pe + 24 + 2 or head[pe:pe + 4] != b"PE\0\0":
+        return False
+    optional = pe + 24
+    (magic,) = struct.unpack_from("<H", head, optional)
+    # The data directories follow 96 (PE32) or 112 (PE32+) bytes of the
+    # optional header; the certificate table is the fifth.
+    entry = optional + {0x10B: 96, 0x20B: 112}.get(magic, 0) + 4 * 8
+    if magic not in (0x10B, 0x20B) or len(head) < entry + 8:
+        return False
+    _, size = struct.unpack_from("<II", head, entry)
+    return size > 0
+
+
+def efi_loader_signed(path: Path, media: str, arch: str, runner: Runner) -> bool:
+    """Whether the ISO's removable-media UEFI loader is signed (read with
+    xorriso); disks are not looked into."""
+    loader = EFI_LOADERS.get(arch)
+    if media != "iso" or loader is None or shutil.which("xorriso") is None:
+        return False
+    with scratch_dir() as tmp:
+        out = tmp / "loader.efi"
+        runner.run(["xorriso", "-osirrox", "on", "-indev", str(path), "-extract", loader,
+                    str(out)], check=False, what=f"reading {loader} from {path}")
+        if not out.is_file():
+            return False
+        with out.open("rb") as f:
+            return pe_signed(f.read(4096))
 
 
 def read_header(path: Path) -> bytes:

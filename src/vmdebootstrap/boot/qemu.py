@@ -44,6 +44,15 @@ UEFI_FIRMWARE: dict[str, list[tuple[str, str | None]]] = {
     "i386": [("/usr/share/OVMF/OVMF32_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF32_VARS_4M.fd")],
     "arm64": [("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd")],
 }
+# Secure Boot: OVMF built to enforce it (it then needs SMM and a secure flash)
+# with a variable store that has Microsoft's keys enrolled, as a PC sold with
+# Windows has; Debian's ovmf ships both.  Same shape as UEFI_FIRMWARE.
+UEFI_SB_FIRMWARE: dict[str, list[tuple[str, str | None]]] = {
+    "amd64": [("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
+              ("/usr/share/OVMF/OVMF_CODE.secboot.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd")],
+}
+# What --firmware boots with; uefi-sb is UEFI with Secure Boot enforced.
+FIRMWARES = ("bios", "uefi", "uefi-sb")
 # Seconds QEMU has to exit after SIGTERM before its process group gets SIGKILL.
 KILL_GRACE = 5.0
 
@@ -58,9 +67,10 @@ def serial_console(arch: str) -> str:
 
 # ---- the command line -----------------------------------------------------------------
 
-def find_uefi_firmware(arch: str, exists: Callable[[str], bool] = os.path.isfile
-                       ) -> tuple[str, str | None] | None:
-    for code, vars_ in UEFI_FIRMWARE.get(arch, []):
+def find_uefi_firmware(arch: str, exists: Callable[[str], bool] = os.path.isfile, *,
+                       secure_boot: bool = False) -> tuple[str, str | None] | None:
+    table = UEFI_SB_FIRMWARE if secure_boot else UEFI_FIRMWARE
+    for code, vars_ in table.get(arch, []):
         if exists(code) and (vars_ is None or exists(vars_)):
             return code, vars_
     return None
@@ -79,7 +89,7 @@ def accel_args(arch: str, accel: str) -> list[str]:
 @dataclass(frozen=True)
 class QemuPlan:
     arch: str
-    firmware: str                 # bios | uefi
+    firmware: str                 # bios | uefi | uefi-sb (FIRMWARES)
     accel: str                    # kvm | tcg
     media: str | None = None      # iso | raw | qcow2 | None (firmware only, for probes)
     image: Path | None = None
@@ -90,8 +100,19 @@ class QemuPlan:
     extra: tuple[str, ...] = ()
 
 
+def _machine(plan: QemuPlan) -> str:
+    if plan.arch == "arm64":
+        return "virt"
+    # OVMF enforcing Secure Boot keeps its variables where only SMM code can
+    # write them, so that a booted OS cannot change the keys.
+    return "q35,smm=on" if plan.firmware == "uefi-sb" else "q35"
+
+
 def _firmware_args(plan: QemuPlan) -> list[str]:
-    if plan.firmware != "uefi":
+    if plan.firmware not in FIRMWARES:
+        raise BootTestError(f"firmware must be one of {', '.join(FIRMWARES)}, "
+                            f"not {plan.firmware!r}")
+    if plan.firmware == "bios":
         if plan.arch == "arm64":
             raise BootTestError("arm64 boots only with UEFI firmware")
         return []
@@ -100,7 +121,9 @@ def _firmware_args(plan: QemuPlan) -> list[str]:
     vars_file = _drive_value(plan.uefi_vars)
     if plan.uefi_code is None:
         return ["-drive", f"if=pflash,format=raw,unit=0,file={vars_file}"]
-    return ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
+    secure = (["-global", "driver=cfi.pflash01,property=secure,value=on"]
+              if plan.firmware == "uefi-sb" and plan.arch != "arm64" else [])
+    return [*secure, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
             f"file={_drive_value(Path(plan.uefi_code))}",
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
 
@@ -123,17 +146,22 @@ def qemu_argv(plan: QemuPlan) -> list[str]:
     if plan.arch not in QEMU_BINARIES:
         raise BootTestError(f"--arch {plan.arch!r} is not supported")
     argv = [QEMU_BINARIES[plan.arch]]
-    argv += ["-machine", "virt" if plan.arch == "arm64" else "q35"]
+    argv += ["-machine", _machine(plan)]
     argv += accel_args(plan.arch, plan.accel)
     argv += ["-m", str(plan.memory), "-smp", str(plan.smp), "-nodefaults", "-display", "none",
              "-no-reboot", "-snapshot", "-serial", "stdio", "-monitor", "none"]
     return argv + _firmware_args(plan) + _media_args(plan) + list(plan.extra)
 
 
-def uefi_vars_copy(arch: str, directory: Path) -> tuple[str | None, Path]:
+def uefi_vars_copy(arch: str, directory: Path, *, secure_boot: bool = False
+                   ) -> tuple[str | None, Path]:
     """(code to map read-only or None, writable copy of the variable store in
-    ``directory``) for booting ``arch`` with UEFI."""
-    fw = find_uefi_firmware(arch)
+    ``directory``) for booting ``arch`` with UEFI, Secure Boot or not."""
+    fw = find_uefi_firmware(arch, secure_boot=secure_boot)
+    if fw is None and secure_boot:
+        known = [f"{code} with {vars_}" for code, vars_ in UEFI_SB_FIRMWARE.get(arch, [])]
+        raise BootTestError(f"no UEFI firmware with Secure Boot for {arch}"
+                            + (f" (install ovmf: {known[0]})" if known else ""))
     if fw is None:
         raise BootTestError(f"no UEFI firmware for {arch} (install ovmf, "
                             "or qemu-efi-aarch64 for arm64)")

@@ -157,8 +157,12 @@ OPTIONS: tuple[Option, ...] = (
            group="output"),
     Option("preseed", S, "preseed file for the installer entries", metavar="FILE",
            group="output"),
-    Option("boot-test", B, "boot the output in QEMU after building it", default=False,
-           group="output"),
+    Option("secure-boot", B, "UEFI boots the ISO through Debian's signed shim and grub, "
+           "fetched from the mirror, so it boots with Secure Boot on (amd64, where the "
+           "suite has them; --no-secure-boot: an unsigned GRUB built on the host)",
+           default=True, group="output"),
+    Option("boot-test", B, "boot the output in QEMU after building it (and under UEFI with "
+           "Secure Boot when the ISO is signed)", default=False, group="output"),
     # running
     Option("verbose", B, "show each step on stdout", default=False, group="run"),
     Option("log", S, "write a log to FILE (created with --log-mode)", metavar="FILE", group="run"),

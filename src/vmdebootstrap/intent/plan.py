@@ -69,6 +69,13 @@ class IsoSpec:
     mirror: str | None = None
     source_date_epoch: int | None = None
     serial_tty: str = "ttyS0"
+    # Debian's signed shim and grub as the UEFI loaders (planning turns it
+    # on where the architecture has them); they come from the mirror above,
+    # for this suite and these components, checked as the bootstrap was.
+    secure_boot: bool = False
+    components: tuple[str, ...] = ("main",)
+    keyring: Path | None = None  # None: the Debian archive keyring
+    check_signatures: bool = True
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ class Settings:
     splash: str | None = None
     installer: bool = False
     preseed: str | None = None
+    secure_boot: bool = True
     boot_test: bool = False
     # running
     verbose: bool = False

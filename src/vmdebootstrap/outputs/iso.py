@@ -4,8 +4,10 @@ The ISO follows the Debian live layout (``/live/vmlinuz``,
 ``/live/initrd.img``, ``/live/filesystem.squashfs``).  BIOS boots isolinux
 from El Torito; UEFI boots GRUB from ``/boot/grub/efi.img`` (a small FAT image
 that is both the El Torito EFI image and, with the ISO written raw to a disk,
-the EFI system partition).  The argv of every tool is built by a small pure
-function so the layout can be checked without root.
+the EFI system partition; outputs/efiboot.py).  With Secure Boot the UEFI
+loaders there are Debian's signed shim and grub (outputs/signed.py); BIOS
+boot is the same either way.  The argv of every tool is built by a small
+pure function so the layout can be checked without root.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,34 +27,17 @@ from vmdebootstrap.errors import BuildError, NoSpace, UsageError
 from vmdebootstrap.host.run import Runner, signals_held
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
+from vmdebootstrap.outputs.efiboot import GRUB_LIB, EfiTarget, efi_boot_files, make_efi_image
 from vmdebootstrap.outputs.installer import stage_installer
+from vmdebootstrap.outputs.signed import SIGNED_BOOT
 
 log = logging.getLogger("vmdebootstrap.outputs.iso")
 
 ISOLINUX_DIR = Path("/usr/lib/ISOLINUX")
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
-GRUB_LIB = Path("/usr/lib/grub")
 GRUB_FONT = Path("/usr/share/grub/unicode.pf2")
-EFI_PREFIX = "/EFI/boot"
 
 SQUASH_FILES = ("filesystem.squashfs", "vmlinuz", "initrd.img")
-
-# Modules built into the EFI GRUB image (the prefix holds no modules).
-GRUB_MODULES = (
-    "part_gpt", "part_msdos", "fat", "iso9660", "normal", "configfile", "linux", "search",
-    "search_fs_file", "search_fs_uuid", "search_label", "echo", "test", "all_video",
-    "efi_gop", "efi_uga", "video_bochs", "video_cirrus", "font", "gfxterm",
-    "gfxterm_background", "png", "serial", "terminal", "terminfo", "sleep", "reboot",
-    "halt", "ls", "cat", "gzio", "loadenv", "regexp", "chain",
-)
-
-
-@dataclass(frozen=True)
-class EfiTarget:
-    grub_format: str
-    efi_name: str
-    package: str
-    required: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,6 +90,11 @@ def validate_spec(spec: IsoSpec) -> list[str]:
         problems.append("a preseed file needs the installer entries (--installer)")
     if spec.installer and not spec.mirror:
         problems.append("the installer entries need a mirror to fetch the installer from")
+    if spec.secure_boot and spec.arch not in SIGNED_BOOT:
+        problems.append(f"Secure Boot ISOs are not supported for {spec.arch} "
+                        f"(only {', '.join(SIGNED_BOOT)})")
+    if spec.secure_boot and not spec.mirror:
+        problems.append("Secure Boot needs a mirror to fetch the signed boot loaders from")
     if spec.source_date_epoch is not None and spec.source_date_epoch < 0:
         problems.append("SOURCE_DATE_EPOCH must not be negative")
     return problems
@@ -119,9 +109,11 @@ def missing_requirements(spec: IsoSpec, *, grub_lib: Path = GRUB_LIB,
         ("xorriso", "xorriso"), ("mkfs.vfat", "dosfstools"), ("mmd", "mtools"),
         ("mcopy", "mtools"), ("grub-mkimage", "grub-common"),
     ) if which(tool) is None]
-    if spec.installer:
-        missing += [f"{tool} ({pkg})" for tool, pkg in (("gpgv", "gpgv"), ("dpkg-deb", "dpkg"))
-                    if which(tool) is None]
+    tools = [("gpgv", "gpgv"), ("dpkg-deb", "dpkg")] if spec.installer else []
+    if spec.secure_boot:
+        tools += [("apt-get", "apt"), ("dpkg-deb", "dpkg")]
+    missing += [f"{tool} ({pkg})" for tool, pkg in dict(tools).items()
+                if which(tool) is None]
     info = ARCHES.get(spec.arch)
     if info is None:
         return missing
@@ -151,47 +143,6 @@ def iso_marker(spec: IsoSpec) -> str:
         ident = uuid.uuid5(uuid.NAMESPACE_URL, f"vmdebootstrap-iso:{spec.volume_id}:"
                            f"{spec.arch}:{spec.distribution}:{spec.source_date_epoch}")
     return f"/.disk/id/{ident}"
-
-
-def grub_modules(available: set[str]) -> list[str]:
-    return [m for m in GRUB_MODULES if m in available]
-
-
-def grub_mkimage_argv(grub_format: str, output: Path, modules: Sequence[str],
-                      grub_lib: Path = GRUB_LIB) -> list[str]:
-    return ["grub-mkimage", "--directory", str(grub_lib / grub_format), "--format", grub_format,
-            "--prefix", EFI_PREFIX, "--output", str(output), *modules]
-
-
-def efi_image_size_kib(payload_bytes: int) -> int:
-    """FAT12/16 image large enough for the payload plus FAT overhead."""
-    kib = payload_bytes // 1024 + payload_bytes // 10240 + 512
-    return max(1440, -(-kib // 64) * 64)
-
-
-def efi_serial(epoch: int | None) -> str:
-    """FAT volume serial: fixed for reproducible builds, else random."""
-    value = (epoch & 0xFFFFFFFF) if epoch is not None else int.from_bytes(os.urandom(4), "big")
-    return f"{value:08X}"
-
-
-def efi_image_argvs(image: Path, size_kib: int, files: Mapping[str, Path], serial: str,
-                    reproducible: bool) -> list[list[str]]:
-    """mkfs.vfat + mmd + mcopy; ``files`` maps FAT paths (``EFI/boot/x``) to sources."""
-    mkfs = ["mkfs.vfat", "-C", "-n", "EFIBOOT", "-i", serial]
-    if reproducible:
-        mkfs.append("--invariant")
-    argvs = [[*mkfs, str(image), str(size_kib)]]
-    dirs = sorted({str(Path(p).parent) for p in files} - {"."})
-    parents: list[str] = []
-    for d in dirs:
-        parts = Path(d).parts
-        parents += ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    for d in sorted(set(parents), key=lambda p: (p.count("/"), p)):
-        argvs.append(["mmd", "-i", str(image), f"::/{d}"])
-    for dest, src in sorted(files.items()):
-        argvs.append(["mcopy", "-m", "-i", str(image), str(src), f"::/{dest}"])
-    return argvs
 
 
 def graft_escape(path: str) -> str:
@@ -290,30 +241,8 @@ def _stage(runner: Runner, spec: IsoSpec, squash_dir: Path, scratch: Path) -> _L
         entries, title=spec.menu_title, serial_console=spec.serial_console,
         splash=splash, font=font))
 
-    search_cfg = _write(root / EFI_PREFIX.lstrip("/") / "grub.cfg", isomenu.efi_search_cfg(marker))
-    lay.efi_files[f"{EFI_PREFIX.lstrip('/')}/grub.cfg"] = search_cfg
-    for target in info.efi:
-        moddir = GRUB_LIB / target.grub_format
-        if not moddir.is_dir():
-            continue  # optional target not installed; required ones checked earlier
-        image = root / EFI_PREFIX.lstrip("/") / target.efi_name
-        modules = grub_modules({p.stem for p in moddir.glob("*.mod")})
-        runner.run(grub_mkimage_argv(target.grub_format, image, modules),
-                   what=f"building the {target.grub_format} GRUB image")
-        lay.efi_files[f"{EFI_PREFIX.lstrip('/')}/{target.efi_name}"] = image
+    lay.efi_files.update(efi_boot_files(runner, spec, info.efi, root, marker, scratch))
     return lay
-
-
-def _make_efi_image(runner: Runner, spec: IsoSpec, lay: _Layout) -> Path:
-    image = lay.root / "boot/grub/efi.img"
-    epoch = spec.source_date_epoch
-    if epoch is not None:
-        for src in lay.efi_files.values():
-            os.utime(src, (epoch, epoch))
-    size = efi_image_size_kib(sum(p.stat().st_size for p in lay.efi_files.values()))
-    for argv in efi_image_argvs(image, size, lay.efi_files, efi_serial(epoch), epoch is not None):
-        runner.run(argv, env=xorriso_env(epoch), what="building the EFI boot image")
-    return image
 
 
 def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
@@ -335,7 +264,8 @@ def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
         scratch = Path(tempfile.mkdtemp(prefix="iso-", dir=workdir))
     try:
         lay = _stage(runner, spec, squash_dir, scratch)
-        _make_efi_image(runner, spec, lay)
+        make_efi_image(runner, lay.root / "boot/grub/efi.img", lay.efi_files,
+                       spec.source_date_epoch)
         if spec.source_date_epoch is not None:
             for path in sorted(lay.root.rglob("*"), reverse=True):
                 os.utime(path, (spec.source_date_epoch,) * 2, follow_symlinks=False)

@@ -1,5 +1,5 @@
 """Live ISO images: the architectures, the volume id, the splash, the
-installer entries, and the host tools xorriso and grub need."""
+installer entries, Secure Boot, and the host tools xorriso and grub need."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs import iso
+from vmdebootstrap.outputs.signed import SIGNED_BOOT
 from vmdebootstrap.plan.findings import Findings
 from vmdebootstrap.plan.system import serial_tty_of
 from vmdebootstrap.plan.target import Target
@@ -24,6 +25,10 @@ def check_iso(s: Settings, target: Target, mirror: str, output: str,
                               for name in ISO_ONLY if getattr(s, name))
         return
     found.problems.extend(option_problems(s, target.arch))
+    if s.secure_boot and target.arch in ISO_ARCHES and target.arch not in SIGNED_BOOT:
+        found.notes.append(f"--iso for {target.arch}: no Secure Boot (vmdebootstrap uses "
+                           f"Debian's signed boot loaders for {', '.join(SIGNED_BOOT)} only); "
+                           "the ISO boots without it")
     if target.arch in ISO_ARCHES and target.codename:
         spec = iso_spec_of(s, target.arch, target.codename, mirror)
         found.problems.extend(spec_problems(spec))
@@ -61,7 +66,12 @@ def _said_above(problem: str) -> bool:
 
 
 def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,
-                epoch: int | None = None) -> IsoSpec:
+                epoch: int | None = None, *, components: tuple[str, ...] = ("main",),
+                keyring: str | None = None, check_signatures: bool = True) -> IsoSpec:
+    """Secure Boot where the architecture has Debian's signed loaders; whether
+    the suite has them the build finds out (and says so if it has not).  They
+    come from the bootstrap's mirror, suite and components, checked with its
+    keyring, or not at all as its signatures are not with --no-check-gpg."""
     return IsoSpec(
         arch=arch, distribution=codename, volume_id=s.iso_volume_id,
         menu_title=s.iso_menu_title, kernel_append=tuple((s.kernel_append or "").split()),
@@ -69,10 +79,15 @@ def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,
         installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
         mirror=mirror, source_date_epoch=epoch,
         serial_tty=serial_tty_of(s, arch),
+        secure_boot=s.secure_boot and arch in SIGNED_BOOT, components=components,
+        keyring=Path(keyring) if keyring else None, check_signatures=check_signatures,
     )
 
 
-def iso_of(s: Settings, target: Target, mirror: str, output: str) -> IsoSpec | None:
+def iso_of(s: Settings, target: Target, mirror: str, output: str, *,
+           components: tuple[str, ...] = ("main",), keyring: str | None = None,
+           check_signatures: bool = True) -> IsoSpec | None:
     if output != "iso":
         return None
-    return iso_spec_of(s, target.arch, target.codename, mirror)
+    return iso_spec_of(s, target.arch, target.codename, mirror, components=components,
+                       keyring=keyring, check_signatures=check_signatures)
