@@ -43,6 +43,7 @@ from tests.integration.conftest import (
     vmdebootstrap,
 )
 from vmdebootstrap.boot.boottest import BootReport, boot_test
+from vmdebootstrap.boot.media import pe_signed
 from vmdebootstrap.cli import parse
 from vmdebootstrap.host.run import SubprocessRunner
 from vmdebootstrap.outputs import partitions as disk
@@ -82,7 +83,8 @@ IMAGE_CASES = [
          extra=("--bootstrap-tool", "debootstrap", "--kernel-append", KERNEL_APPEND,
                 "--boot-test"),
          boots_itself=True, custom_package=True),
-    Case("uefi", "uefi", {1: {"boot", "esp"}, 2: set()}),
+    # Secure Boot is on by default: booted with it enforced, as on a stock PC.
+    Case("uefi", "uefi-sb", {1: {"boot", "esp"}, 2: set()}),
     Case("boot-ext3-btrfs-qcow2", "bios", {1: {"boot"}, 2: set()}, suffix=".qcow2"),
     Case("i386-extlinux-mbr-offset", "bios", {1: {"boot"}}),
     # Static checks only; under qemu-user a kernel's initramfs alone takes some
@@ -183,8 +185,21 @@ def check_statically(case: Case, image: Path, tmp: Path) -> None:
             elif "boot" not in node:
                 check_boot(case, boot_dir, uuids, raw)
         if "esp" in node:
-            assert "BOOTX64.EFI" in fat_files(node["esp"], "/EFI/BOOT")
-            assert "grubx64.efi" in fat_files(node["esp"], "/EFI/debian")
+            check_esp(case, node["esp"], tmp)
+
+
+def check_esp(case: Case, esp: str, tmp: Path) -> None:
+    """The removable path firmware starts, and Debian's own directory; with
+    Secure Boot, shim (signed) first, the signed grub and MokManager beside it."""
+    removable, debian = fat_files(esp, "/EFI/BOOT"), fat_files(esp, "/EFI/debian")
+    assert "BOOTX64.EFI" in removable and "grubx64.efi" in debian
+    run("mcopy", "-n", "-i", esp, "::/EFI/BOOT/BOOTX64.EFI", str(tmp / "loader.efi"),
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    signed = case.firmware == "uefi-sb"
+    assert pe_signed((tmp / "loader.efi").read_bytes()[:4096]) == signed
+    if signed:
+        assert {"grubx64.efi", "mmx64.efi"} <= removable, removable
+        assert {"shimx64.efi", "mmx64.efi"} <= debian, debian
 
 
 def check_root(case: Case, layout: disk.Layout, root: Path, uuids: dict[str, str]) -> None:
@@ -367,6 +382,7 @@ def test_image_boots(case: Case, booted: dict[str, Built]) -> None:
           f"(login after {report.seconds_to_login or 0:.0f} s)")
     assert report.ok, f"{report.error}\n{report.console_tail}"
     assert "sudo-ok" in report.command_output
+    assert report.secure_boot == ("enabled" if case.firmware == "uefi-sb" else None)
 
 
 # --- failures ----------------------------------------------------------------------------

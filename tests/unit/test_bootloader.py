@@ -150,8 +150,12 @@ def test_grub_install_bios() -> None:
 def test_grub_install_uefi_normal_and_removable(arch: str, target: str) -> None:
     common = ["grub-install", f"--target={target}", "--efi-directory=/boot/efi",
               "--boot-directory=/boot", "--no-nvram"]
+    unsigned = [*common, "--no-uefi-secure-boot"]
     assert bl.grub_install_argvs(arch, True, "/dev/loop3") == [
-        [*common, "--bootloader-id=debian"], [*common, "--removable"]]
+        [*unsigned, "--bootloader-id=debian"], [*unsigned, "--removable"]]
+    signed = [*common, "--uefi-secure-boot"]
+    assert bl.grub_install_argvs(arch, True, "/dev/loop3", secure_boot=True) == [
+        [*signed, "--bootloader-id=debian"], [*signed, "--removable"]]
 
 
 def fake_root(tmp_path: Path, *grub_targets: str) -> Path:

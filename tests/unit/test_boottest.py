@@ -747,20 +747,67 @@ def test_pe_signed() -> None:
     assert not media.pe_signed(pe_head(cert_size=1)[:200])  # cut short
 
 
-def test_efi_loader_signed_looks_into_isos_only(tmp_path: Path) -> None:
-    class Extract(RecordingRunner):
-        def run(self, argv, **kw):  # type: ignore[no-untyped-def]
-            result = super().run(argv, **kw)
-            Path(argv[-1]).write_bytes(pe_head(cert_size=100))
-            return result
+def gpt_header(esp_lba: int) -> bytes:
+    """The first sectors of a GPT disk whose first partition is an ESP."""
+    head = bytearray(64 * 1024)
+    head[446 + 4] = 0xEE
+    head[510:512] = b"\x55\xaa"
+    head[512:520] = b"EFI PART"
+    head[512 + 72:512 + 80] = (2).to_bytes(8, "little")   # entries at LBA 2
+    head[512 + 80:512 + 84] = (128).to_bytes(4, "little")
+    head[512 + 84:512 + 88] = (128).to_bytes(4, "little")
+    head[1024:1040] = media.ESP_TYPE_GUID
+    head[1024 + 32:1024 + 40] = esp_lba.to_bytes(8, "little")
+    return bytes(head)
 
+
+def test_esp_offset() -> None:
+    assert media.esp_offset(gpt_header(2048)) == 2048 * 512
+    mbr = bytearray(512)
+    mbr[510:512] = b"\x55\xaa"
+    mbr[446 + 16 + 4] = 0xEF
+    mbr[446 + 16 + 8:446 + 16 + 12] = (4096).to_bytes(4, "little")
+    assert media.esp_offset(bytes(mbr)) == 4096 * 512
+    mbr[446 + 16 + 4] = 0x83
+    assert media.esp_offset(bytes(mbr)) is None
+    assert media.esp_offset(b"") is None
+
+
+class Extract(RecordingRunner):
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        result = super().run(argv, **kw)
+        Path(argv[-1]).write_bytes(pe_head(cert_size=100))
+        return result
+
+
+def test_efi_loader_signed_reads_isos_and_raw_disks(tmp_path: Path) -> None:
     runner = Extract()
     assert media.efi_loader_signed(tmp_path / "l.iso", "iso", "amd64", runner) == (
         shutil.which("xorriso") is not None)
     if runner.calls:
         assert runner.calls[0][:4] == ["xorriso", "-osirrox", "on", "-indev"]
         assert "/EFI/boot/bootx64.efi" in runner.calls[0]
-    assert not media.efi_loader_signed(tmp_path / "d.img", "raw", "amd64", Extract())
+    disk = tmp_path / "d.img"
+    disk.write_bytes(gpt_header(2048))
+    runner = Extract()
+    assert media.efi_loader_signed(disk, "raw", "amd64", runner) == (
+        shutil.which("mcopy") is not None)
+    if runner.calls:  # read from the ESP at its offset, with no loop device or mount
+        assert runner.calls[0] == ["mcopy", "-n", "-i", f"{disk}@@{2048 * 512}",
+                                   "::/EFI/boot/bootx64.efi", runner.calls[0][-1]]
+    assert not media.efi_loader_signed(disk, "qcow2", "amd64", Extract())
+    disk.write_bytes(bytes(64 * 1024))  # no partition table, no ESP
+    runner = Extract()
+    assert not media.efi_loader_signed(disk, "raw", "amd64", runner) and not runner.calls
+
+
+def test_a_signed_uefi_disk_is_also_booted_with_secure_boot() -> None:
+    header = gpt_header(2048)
+    assert media.default_firmwares("raw", "amd64", header, signed=True) == ["uefi", "uefi-sb"]
+    assert media.default_firmwares("raw", "amd64", header) == ["uefi"]
+    bios_only = bytearray(512)
+    bios_only[0], bios_only[510:512] = 0xEB, b"\x55\xaa"
+    assert media.default_firmwares("raw", "amd64", bytes(bios_only), signed=True) == ["bios"]
 
 
 def test_refused_loader_is_named_as_such() -> None:

@@ -125,6 +125,15 @@ def test_boot_packages() -> None:
     assert boot_packages(Settings(), "amd64", "image") == ["grub-pc", "e2fsprogs"]
     assert boot_packages(Settings(use_uefi=True, bootsize=256 * MiB, boottype="vfat"),
                          "arm64", "image") == ["grub-efi-arm64", "e2fsprogs", "dosfstools"]
+    # Secure Boot (on by default) where Debian signs the chain, and from buster on
+    signed = ["shim-signed", "shim-helpers-amd64-signed", "grub-efi-amd64-signed"]
+    assert boot_packages(Settings(use_uefi=True), "amd64", "image", "bookworm") == [
+        "grub-efi-amd64", "e2fsprogs", "dosfstools", *signed]
+    assert boot_packages(Settings(use_uefi=True), "amd64", "image", "stretch") == [
+        "grub-efi-amd64", "e2fsprogs", "dosfstools"]
+    assert boot_packages(Settings(use_uefi=True, secure_boot=False), "amd64", "image",
+                         "bookworm") == ["grub-efi-amd64", "e2fsprogs", "dosfstools"]
+    assert boot_packages(Settings(), "amd64", "image", "bookworm") == ["grub-pc", "e2fsprogs"]
     assert boot_packages(Settings(extlinux=True, roottype="btrfs"), "amd64", "image") == [
         "extlinux", "syslinux-common", "btrfs-progs"]
     assert boot_packages(Settings(), "amd64", "tarball") == []
@@ -136,6 +145,9 @@ def test_image_spec_of() -> None:
     assert image_spec_of(s, "amd64", "image") == ImageSpec(
         DiskSpec.from_settings(s, "amd64"), mbr=True, sparse=True, qcow2=True)
     assert image_spec_of(s, "amd64", "tarball") is None
+    uefi = Settings(size=3 * G, use_uefi=True)
+    assert image_spec_of(uefi, "amd64", "image", "bookworm").secure_boot  # type: ignore[union-attr]
+    assert not image_spec_of(uefi, "i386", "image", "bookworm").secure_boot  # type: ignore[union-attr]
 
 
 # --- boards: architectures with no bootloader of ours (1.x's board examples) ---------

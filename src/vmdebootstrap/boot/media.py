@@ -30,6 +30,26 @@ def detect_media(path: Path, header: bytes) -> str:
     return "raw"
 
 
+def esp_offset(header: bytes) -> int | None:
+    """Byte offset of a disk's EFI system partition (GPT or MBR type 0xEF)."""
+    if len(header) < 512 or header[510:512] != b"\x55\xaa":
+        return None
+    if header[512:520] == b"EFI PART":
+        entries_lba = int.from_bytes(header[512 + 72:512 + 80], "little")
+        count = int.from_bytes(header[512 + 80:512 + 84], "little")
+        size = int.from_bytes(header[512 + 84:512 + 88], "little")
+        for i in range(min(count, 256)):
+            off = entries_lba * 512 + i * size
+            if off + 48 <= len(header) and header[off:off + 16] == ESP_TYPE_GUID:
+                return int.from_bytes(header[off + 32:off + 40], "little") * 512
+        return None
+    for i in range(4):
+        entry = header[446 + 16 * i:446 + 16 * (i + 1)]
+        if entry[4] == 0xEF:
+            return int.from_bytes(entry[8:12], "little") * 512
+    return None
+
+
 def disk_firmwares(header: bytes) -> list[str]:
     """Which firmware a raw disk's first sectors say it is made for."""
     if len(header) < 512 or header[510:512] != b"\x55\xaa":
@@ -59,7 +79,8 @@ def default_firmwares(media: str, arch: str, header: bytes, *, signed: bool = Fa
         return ["uefi", *secure]
     if media == "iso":
         return ["bios", "uefi", *secure]
-    return disk_firmwares(header)
+    found = disk_firmwares(header)
+    return [*found, *secure] if "uefi" in found else found
 
 
 def pe_signed(head: bytes) -> bool:
@@ -82,19 +103,37 @@ def pe_signed(head: bytes) -> bool:
 
 
 def efi_loader_signed(path: Path, media: str, arch: str, runner: Runner) -> bool:
-    """Whether the ISO's removable-media UEFI loader is signed (read with
-    xorriso); disks are not looked into."""
+    """Whether the removable-media UEFI loader is signed: an ISO's read with
+    xorriso, a raw disk's from its EFI system partition with mtools (qcow2
+    disks are not looked into)."""
     loader = EFI_LOADERS.get(arch)
-    if media != "iso" or loader is None or shutil.which("xorriso") is None:
+    if loader is None or media == "qcow2":
+        return False
+    tool = "xorriso" if media == "iso" else "mcopy"
+    if shutil.which(tool) is None:
         return False
     with scratch_dir() as tmp:
         out = tmp / "loader.efi"
-        runner.run(["xorriso", "-osirrox", "on", "-indev", str(path), "-extract", loader,
-                    str(out)], check=False, what=f"reading {loader} from {path}")
+        argv = loader_copy_argv(path, media, loader, out)
+        if argv is None:
+            return False
+        runner.run(argv, check=False,
+                   env={"MTOOLS_SKIP_CHECK": "1"}, what=f"reading {loader} from {path}")
         if not out.is_file():
             return False
         with out.open("rb") as f:
             return pe_signed(f.read(4096))
+
+
+def loader_copy_argv(path: Path, media: str, loader: str, out: Path) -> list[str] | None:
+    """The argv that copies ``loader`` out of ``path`` (None: a disk with no ESP)."""
+    if media == "iso":
+        return ["xorriso", "-osirrox", "on", "-indev", str(path), "-extract", loader, str(out)]
+    offset = esp_offset(read_header(path))
+    if offset is None:
+        return None
+    # mtools reads the FAT at an offset into the disk: no loop device, no mount
+    return ["mcopy", "-n", "-i", f"{path}@@{offset}", f"::{loader}", str(out)]
 
 
 def read_header(path: Path) -> bytes:

@@ -157,9 +157,9 @@ OPTIONS: tuple[Option, ...] = (
            group="output"),
     Option("preseed", S, "preseed file for the installer entries", metavar="FILE",
            group="output"),
-    Option("secure-boot", B, "UEFI boots the ISO through Debian's signed shim and grub, "
-           "fetched from the mirror, so it boots with Secure Boot on (amd64, where the "
-           "suite has them; --no-secure-boot: an unsigned GRUB built on the host)",
+    Option("secure-boot", B, "UEFI boots the ISO, or a --use-uefi image, through Debian's "
+           "signed shim and grub from the mirror, so it boots with Secure Boot on (amd64, "
+           "from buster, where the suite has them; --no-secure-boot: unsigned GRUB)",
            default=True, group="output"),
     Option("boot-test", B, "boot the output in QEMU after building it (and under UEFI with "
            "Secure Boot when the ISO is signed)", default=False, group="output"),

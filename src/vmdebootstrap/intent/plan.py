@@ -53,6 +53,7 @@ class ImageSpec:
     sparse: bool = False
     qcow2: bool = False
     kernel_append: tuple[str, ...] = ()  # after what vmdebootstrap puts on the command line
+    secure_boot: bool = False  # UEFI grub through Debian's signed shim (grub-install's way)
 
 
 @dataclass(frozen=True)

@@ -152,15 +152,19 @@ def grub_default_text(cmdline: Sequence[str], serial_tty: str | None) -> str:
 # --- grub ---------------------------------------------------------------------------
 
 
-def grub_install_argvs(arch: str, use_uefi: bool, disk: str) -> list[list[str]]:
+def grub_install_argvs(arch: str, use_uefi: bool, disk: str,
+                       secure_boot: bool = False) -> list[list[str]]:
     """grub-install as run in the chroot: BIOS to the disk, or UEFI twice, to
     EFI/debian and to the removable path EFI/BOOT that firmware without boot
-    entries (a fresh VM) starts."""
+    entries (a fresh VM) starts.  With ``secure_boot`` Debian's grub-install
+    puts the signed shim first (BOOTX64.EFI), the signed grub beside it and
+    MokManager; without, its own unsigned image, whatever is installed."""
     if not use_uefi:
         return [["grub-install", "--target=i386-pc", "--boot-directory=/boot", disk]]
     target = EFI[arch][0]
     common = ["grub-install", f"--target={target}", "--efi-directory=/boot/efi",
-              "--boot-directory=/boot", "--no-nvram"]
+              "--boot-directory=/boot", "--no-nvram",
+              "--uefi-secure-boot" if secure_boot else "--no-uefi-secure-boot"]
     return [[*common, "--bootloader-id=debian"], [*common, "--removable"]]
 
 
@@ -224,7 +228,7 @@ def _rmdir(path: Path) -> None:
 
 
 def install_grub(runner: Runner, root: Path, *, arch: str, use_uefi: bool, disk: str,
-                 default_text: str) -> None:
+                 default_text: str, secure_boot: bool = False) -> None:
     """Run in chroot_mounts() and devices_in_chroot()."""
     target = EFI[arch][0] if use_uefi else "i386-pc"
     if not (root / "usr/lib/grub" / target).is_dir():
@@ -239,7 +243,7 @@ def install_grub(runner: Runner, root: Path, *, arch: str, use_uefi: bool, disk:
         runner.run(chroot_argv(root, ["debconf-set-selections"]), env=chroot_env(),
                    input=selections.encode(),
                    label="debconf", what="setting grub's debconf answers failed")
-    for argv in grub_install_argvs(arch, use_uefi, disk):
+    for argv in grub_install_argvs(arch, use_uefi, disk, secure_boot):
         runner.run(chroot_argv(root, argv), env=chroot_env(), label="grub-install",
                    what="installing grub failed")
     runner.run(chroot_argv(root, UPDATE_GRUB), env=chroot_env(), label="grub-mkconfig",

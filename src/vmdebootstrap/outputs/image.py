@@ -371,7 +371,7 @@ def install_bootloader(plan: Plan, runner: Runner, target: ImageTarget) -> None:
         with chroot_mounts(runner, root), daemons_blocked(root), \
                 bl.devices_in_chroot(runner, root, devices):
             bl.install_grub(runner, root, arch=plan.arch, use_uefi=spec.disk.use_uefi,
-                            disk=target.loop,
+                            disk=target.loop, secure_boot=spec.secure_boot,
                             default_text=bl.grub_default_text(cmdline, serial))
     elif bootloader == "extlinux":
         separate = layout.get("boot") is not None

@@ -79,7 +79,7 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
         targets=targets_of(s, output), system=system_of(s, target.arch, users, hook),
         check_signatures=check_signed,
         cache_dir=cache_dir, refresh_cache=s.refresh_cache,
-        image=image_spec_of(s, target.arch, output),
+        image=image_spec_of(s, target.arch, output, target.codename),
         iso=iso_of(s, target, mirror, output, components=bootstrap.components,
                    keyring=bootstrap.options.get("keyring"), check_signatures=check_signed),
         boot_test=s.boot_test, reproducible=s.reproducible,

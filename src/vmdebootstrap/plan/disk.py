@@ -8,6 +8,7 @@ from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs.bootloaders import bootloader_packages
 from vmdebootstrap.outputs.isomenu import validate_kernel_param
 from vmdebootstrap.outputs.partitions import layout_problems
+from vmdebootstrap.outputs.signed import SIGNED_BOOT
 from vmdebootstrap.plan.findings import Findings
 from vmdebootstrap.plan.target import Target
 
@@ -16,6 +17,8 @@ UEFI_ARCHES = ("amd64", "i386", "arm64", "armhf")
 BIOS_ARCHES = ("amd64", "i386")
 MiB = 1024**2
 MIN_SWAP = 256 * MiB
+# Debian signs its boot chain from buster on.
+NO_SECURE_BOOT = ("wheezy", "jessie", "stretch")
 
 
 def check_bootloader(s: Settings, arch: str, output: str, found: Findings) -> Settings:
@@ -101,16 +104,25 @@ def size_problems(s: Settings, variant: str | None) -> list[str]:
             f"{-(-total // MiB)} MiB (e.g. --size {-(-total // 10**9)}G)"]
 
 
-def boot_packages(s: Settings, arch: str, output: str) -> list[str]:
+def image_secure_boot(s: Settings, arch: str, codename: str) -> bool:
+    """Whether a UEFI image gets Debian's signed shim and grub (--secure-boot,
+    on by default), installed from the mirror like any package."""
+    return (s.secure_boot and s.use_uefi and s.bootloader == "grub" and arch in SIGNED_BOOT
+            and codename not in NO_SECURE_BOOT)
+
+
+def boot_packages(s: Settings, arch: str, output: str, codename: str = "") -> list[str]:
     """What an image's bootloader and filesystems need in the root."""
     if output != "image" or (s.use_uefi and arch not in UEFI_ARCHES):
         return []  # no UEFI grub for arch: uefi_problems says so
-    return bootloader_packages(arch, s.bootloader, s.use_uefi, s.roottype,
-                               s.boottype if s.bootsize else None)
+    signed = SIGNED_BOOT[arch].packages if image_secure_boot(s, arch, codename) else ()
+    return [*bootloader_packages(arch, s.bootloader, s.use_uefi, s.roottype,
+                                 s.boottype if s.bootsize else None), *signed]
 
 
-def image_spec_of(s: Settings, arch: str, output: str) -> ImageSpec | None:
+def image_spec_of(s: Settings, arch: str, output: str, codename: str = "") -> ImageSpec | None:
     if output != "image":
         return None
     return ImageSpec(DiskSpec.from_settings(s, arch), mbr=s.mbr, sparse=s.sparse,
-                     qcow2=s.convert_qcow2, kernel_append=tuple((s.kernel_append or "").split()))
+                     qcow2=s.convert_qcow2, kernel_append=tuple((s.kernel_append or "").split()),
+                     secure_boot=image_secure_boot(s, arch, codename))

@@ -42,7 +42,7 @@ def check_packages(s: Settings, target: Target, output: str, variant: str | None
     kernel = check_kernel(s, target, output, found)
     found.problems.extend(name_problems(s))
     names = [*wanted_packages(s, target, output, variant, kernel),
-             *boot_packages(s, target.arch, output)]
+             *boot_packages(s, target.arch, output, target.codename)]
     return Packages(kernel=kernel, names=tuple(dict.fromkeys(names)),
                     debs=check_custom_debs(s, found))
 
