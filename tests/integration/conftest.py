@@ -142,11 +142,11 @@ def dpkg_status(status_text: str) -> dict[str, str]:
 SECRET = "Tq9-vmdb-s3cret-Xw"  # distinctive, so a leak would be found
 APT_MIRROR = "http://apt.example/debian"
 KERNEL_APPEND = "vmdbt.live=on"
-# The installer entries' preseed: language and keyboard answered, and an
-# early command whose output only a shell can make (the file says $((6*7))).
-PRESEED = """d-i debian-installer/locale string en_US.UTF-8
-d-i keyboard-configuration/xkb-keymap select us
-d-i preseed/early_command string echo VMDBT_$((6*7))_PRESEEDED > /dev/console
+# The installer entries' preseed: an early command whose output only a shell
+# can make (the file says $((6*7))); it leaves d-i's first question, the
+# language, open, so a started installer asks it.
+PRESEED = """d-i preseed/early_command string echo VMDBT_$((6*7))_PRESEEDED > /dev/console
+d-i netcfg/get_domain string example.org
 """
 PRESEEDED = "VMDBT_42_PRESEEDED"
 
