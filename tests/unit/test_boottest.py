@@ -514,6 +514,36 @@ def test_main_boots_each_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert seen == [("bios", None)]
 
 
+def test_main_starts_the_installer_under_each_firmware(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from vmdebootstrap.boot.installer import InstallerReport
+
+    image = tmp_path / "live.iso"
+    image.write_bytes(b"\0" * 4096)
+    seen: list[str] = []
+
+    def fake_start(path: Path, **kw: object) -> InstallerReport:
+        seen.append(str(kw["firmware"]))
+        if kw["firmware"] == "bios":
+            return InstallerReport(ok=True, seconds_to_question=50.0,
+                                   question="[!!] Select a language")
+        return InstallerReport(error="the boot menu never showed an Install entry",
+                               console_tail="BdsDxe: ...")
+
+    monkeypatch.setattr(bt, "start_installer", fake_start)
+    monkeypatch.setattr(bt, "boot_test", None)  # never logs in
+    assert bt.main([str(image), "--installer", "--firmware", "both"]) == 1
+    out, err = capsys.readouterr()
+    assert seen == ["bios", "uefi"]
+    assert "bios: the installer asks '[!!] Select a language' after 50.0 s: OK" in out
+    assert "uefi: the boot menu never showed an Install entry" in err
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(b"\0" * 4096)
+    assert bt.main([str(disk), "--installer"]) == 1
+    assert "--installer: " in capsys.readouterr().err and seen == ["bios", "uefi"]
+
+
 def test_boot_test_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(bt.BootTestError, match="does not exist"):
         bt.boot_test(tmp_path / "x.iso", firmware="bios", arch="amd64", user=None,

@@ -50,6 +50,7 @@ from vmdebootstrap.boot.console import (
     run_in_shell,
     secure_boot_state,
 )
+from vmdebootstrap.boot.installer import start_installer
 from vmdebootstrap.boot.media import (
     default_firmwares,
     detect_media,
@@ -271,6 +272,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per boot (600)")
     p.add_argument("--memory", type=int, default=1024, help="MiB (1024)")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    p.add_argument("--installer", action="store_true",
+                   help="instead of logging in, start the ISO's Install entry (--installer "
+                   "builds) from the boot menu and wait for d-i's first question")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="stream the serial console to stderr")
     return p.parse_args(argv)
@@ -333,11 +337,17 @@ def _boot_all(args: argparse.Namespace) -> bool:
     if not path.is_file():
         raise BootTestError(f"{path} does not exist")
     media = args.media or detect_media(path, read_header(path))
+    if args.installer and media != "iso":
+        raise BootTestError(f"--installer: {path} is not booted as an ISO (name it .iso "
+                            "or pass --media iso)")
     runner = SubprocessRunner()
     header = disk_header(path, media, runner)
     ok = True
     for fw in _firmwares(args.firmware, media, arch, header,
                          lambda: efi_loader_signed(path, media, arch, runner)):
+        if args.installer:
+            ok = _start_installer(path, fw, arch, args) and ok
+            continue
         report = boot_test(path, firmware=fw, arch=arch, user=user, password=password,
                            command=args.command, timeout=args.timeout, accel=args.accel,
                            log=lambda msg: print(msg, file=sys.stderr), media=media,
@@ -345,6 +355,18 @@ def _boot_all(args: argparse.Namespace) -> bool:
         _print_report(fw, report, args.verbose)
         ok = ok and report.ok
     return ok
+
+
+def _start_installer(path: Path, fw: str, arch: str, args: argparse.Namespace) -> bool:
+    started = start_installer(path, arch=arch, firmware=fw, timeout=args.timeout,
+                              accel=args.accel)
+    if started.ok:
+        print(f"{fw}: the installer asks {started.question!r} after "
+              f"{started.seconds_to_question or 0:.1f} s: OK")
+    else:
+        print(f"{fw}: {started.error}", file=sys.stderr)
+        print(f"--- last console output ---\n{started.console_tail}", file=sys.stderr)
+    return started.ok
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -63,8 +63,8 @@ def start_installer(iso: Path, *, arch: str, firmware: str, hotkey: str = "i",
     with scratch_dir() as tmp:
         plan = QemuPlan(arch=arch, firmware=firmware, accel=choose_accel(accel, arch),
                         media="iso", image=iso.resolve())
-        if firmware == "uefi":
-            code, vars_copy = uefi_vars_copy(arch, tmp)
+        if firmware != "bios":
+            code, vars_copy = uefi_vars_copy(arch, tmp, secure_boot=firmware == "uefi-sb")
             plan = dataclasses.replace(plan, uefi_code=code, uefi_vars=vars_copy)
         log.info("%s: starting the installer of %s (%s)", firmware, iso.name, plan.accel)
         started = time.monotonic()
