@@ -98,8 +98,8 @@ def test_secure_boot_spec_needs_a_signed_arch_and_a_mirror() -> None:
 
 def test_live_entries_default() -> None:
     entries = isomenu.menu_entries(arch="amd64")
-    assert [e.ident for e in entries] == ["live", "failsafe"]
-    live, failsafe = entries
+    assert [e.ident for e in entries] == ["live", "failsafe", "verify"]
+    live, failsafe, _verify = entries
     assert live.title == "Live system (amd64)"
     assert live.default
     assert " ".join(live.append) == "boot=live components quiet splash"
@@ -110,8 +110,8 @@ def test_live_entries_default() -> None:
 
 
 def test_serial_console_drops_quiet_splash_and_adds_consoles() -> None:
-    live, failsafe = isomenu.menu_entries(arch="amd64", serial_console=True,
-                                          kernel_append=("live-config.hostname=x",))
+    live, failsafe, _verify = isomenu.menu_entries(arch="amd64", serial_console=True,
+                                                   kernel_append=("live-config.hostname=x",))
     assert "quiet" not in live.append and "splash" not in live.append
     assert live.append[-3:] == ("console=tty0", "console=ttyS0,115200n8",
                                 "live-config.hostname=x")
@@ -121,7 +121,7 @@ def test_serial_console_drops_quiet_splash_and_adds_consoles() -> None:
 
 def test_installer_entries_with_gtk() -> None:
     entries = isomenu.menu_entries(arch="amd64", installer_dir="install.amd", installer_gtk=True)
-    install, gui = entries[2:]
+    install, gui = entries[3:]
     assert (install.title, gui.title) == ("Install", "Graphical install")
     assert install.kernel == "/install.amd/vmlinuz"
     assert gui.initrd == "/install.amd/gtk/initrd.gz"
@@ -134,13 +134,13 @@ def test_installer_entries_with_gtk() -> None:
 
 def test_installer_entries_without_gtk() -> None:
     entries = isomenu.menu_entries(arch="i386", installer_dir="install.386")
-    assert [e.ident for e in entries] == ["live", "failsafe", "install"]
-    assert entries[2].kernel == "/install.386/vmlinuz"
+    assert [e.ident for e in entries] == ["live", "failsafe", "verify", "install"]
+    assert entries[3].kernel == "/install.386/vmlinuz"
 
 
 def test_installer_entries_serial_console() -> None:
     install = isomenu.menu_entries(arch="arm64", installer_dir="install.a64",
-                                   serial_console=True, serial_tty="ttyAMA0")[2]
+                                   serial_console=True, serial_tty="ttyAMA0")[3]
     assert install.append == ("vga=788", "console=ttyAMA0,115200n8", "---", "quiet")
 
 

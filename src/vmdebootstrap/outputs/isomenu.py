@@ -19,6 +19,10 @@ FAILSAFE_APPEND = (
     "nolapic", "nosmp", "nosplash", "vga=788",
 )
 SERIAL_SPEED = "115200n8"
+# live-boot checks the medium against /sha256sum.txt, then reboots (or
+# stops with the failures on tty8): no quiet or splash, so that its
+# "Verifying checksums" and the result are on the screen.
+VERIFY_APPEND = ("boot=live", "components", "verify-checksums")
 
 # Debian Installer directory names on install media, by Debian arch.
 INSTALLER_DIRS = {"amd64": "install.amd", "i386": "install.386", "arm64": "install.a64"}
@@ -74,6 +78,11 @@ def failsafe_append(kernel_append: Sequence[str], serial_console: bool,
     return (*FAILSAFE_APPEND, *console_params(serial_console, tty), *kernel_append)
 
 
+def verify_append(kernel_append: Sequence[str], serial_console: bool,
+                  tty: str = "ttyS0") -> tuple[str, ...]:
+    return (*VERIFY_APPEND, *console_params(serial_console, tty), *kernel_append)
+
+
 def installer_append(serial_console: bool, tty: str = "ttyS0") -> tuple[str, ...]:
     # No preseed parameter: a preseed travels inside the initrd, where d-i
     # finds /preseed.cfg by itself.  Nor auto=true/priority=critical: d-i
@@ -88,14 +97,17 @@ def installer_append(serial_console: bool, tty: str = "ttyS0") -> tuple[str, ...
 def menu_entries(*, arch: str, kernel_append: Sequence[str] = (), serial_console: bool = False,
                  installer_dir: str | None = None, installer_gtk: bool = False,
                  serial_tty: str = "ttyS0") -> list[MenuEntry]:
-    """The live entries, and with ``installer_dir`` d-i's; its graphical
-    entry only with ``installer_gtk`` (a d-i package may have none)."""
+    """The live entries (the live system, fail-safe, verifying the medium),
+    and with ``installer_dir`` d-i's; its graphical entry only with
+    ``installer_gtk`` (a d-i package may have none)."""
     tty = serial_tty
     entries = [
         MenuEntry("live", f"Live system ({arch})", "/live/vmlinuz", "/live/initrd.img",
                   live_append(kernel_append, serial_console, tty), default=True),
         MenuEntry("failsafe", f"Live system ({arch} fail-safe mode)", "/live/vmlinuz",
                   "/live/initrd.img", failsafe_append(kernel_append, serial_console, tty)),
+        MenuEntry("verify", "Live system (verify the medium)", "/live/vmlinuz",
+                  "/live/initrd.img", verify_append(kernel_append, serial_console, tty)),
     ]
     if installer_dir:
         args = installer_append(serial_console, tty)
