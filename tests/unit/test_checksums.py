@@ -1,9 +1,107 @@
-"""The ISO's checksums: the boot menu entry that has live-boot verify the
-medium."""
+"""Checksum files: NAME.sha256 beside a tarball or an ISO, SHA256SUMS in a
+squash directory, /sha256sum.txt on the ISO for live-boot's
+verify-checksums, and the menu entry that asks for it.
+
+Every file is parsed back and compared with hashlib, and handed to the
+real ``sha256sum -c`` where the host has it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from vmdebootstrap.host import digest
+from vmdebootstrap.host.digest import Digests, parse_sha256sums, sha256sums, tree_sha256
 from vmdebootstrap.outputs import isomenu
+from vmdebootstrap.plan import Plan
+
+PlanOf = Callable[..., Plan]
+EPOCH = 1700000000
+
+needs_sha256sum = pytest.mark.skipif(shutil.which("sha256sum") is None,
+                                     reason="coreutils' sha256sum is not installed")
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sums_of(path: Path) -> dict[str, str]:
+    return parse_sha256sums(path.read_text())
+
+
+def sha256sum_c(directory: Path, sums: str) -> subprocess.CompletedProcess[str]:
+    """The real tool, run from the output's directory as a user would."""
+    return subprocess.run(["sha256sum", "--strict", "-c", sums], cwd=directory,
+                          capture_output=True, text=True, check=False)
+
+
+# --- the format ------------------------------------------------------------------------
+
+
+def test_format_is_sha256sums_and_parses_back() -> None:
+    files = {"vmlinuz": b"kernel", "Z-upper": b"", "live/filesystem.squashfs": b"hsqs" * 99,
+             "a b.iso": b"iso"}
+    text = sha256sums({name: sha(data) for name, data in files.items()})
+    lines = text.split("\n")
+    assert lines[-1] == "" and "\r" not in text  # LF after every line
+    names = [line.split("  ", 1)[1] for line in lines[:-1]]
+    assert names == sorted(files, key=os.fsencode)  # bytewise: 'Z' before 'a'
+    assert all(len(line.split("  ", 1)[0]) == 64 for line in lines[:-1])
+    assert parse_sha256sums(text) == {name: sha(data) for name, data in files.items()}
+
+
+@pytest.mark.parametrize("name", ["back\\slash.iso", "new\nline.tar", "carriage\rreturn"])
+def test_names_gnu_sha256sum_escapes_round_trip(name: str) -> None:
+    text = sha256sums({name: sha(b"x")})
+    assert text.startswith("\\") and text.count("\n") == 1
+    assert parse_sha256sums(text) == {name: sha(b"x")}
+
+
+@pytest.mark.parametrize("line", ["abc  name", f"{'0' * 64} name", f"{'g' * 64}  name",
+                                  f"{'0' * 64}  "])
+def test_parse_refuses_what_is_not_a_checksum_line(line: str) -> None:
+    with pytest.raises(ValueError, match="not a sha256sum line"):
+        parse_sha256sums(line + "\n")
+
+
+def counting_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the files digest.Digests reads, in order."""
+    reads: list[str] = []
+    real = digest.file_sha256
+
+    def reading(path: Path) -> str:
+        reads.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(digest, "file_sha256", reading)
+    return reads
+
+
+def test_digests_read_a_file_once_even_after_its_rename(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = counting_reads(monkeypatch)
+    staged = tmp_path / "staged.squashfs"
+    staged.write_bytes(b"hsqs")
+    digests = Digests()
+    first = digests.sha256(staged)
+    published = staged.rename(tmp_path / "filesystem.squashfs")
+    assert digests.sha256(published) == first == sha(b"hsqs")
+    assert reads == ["staged.squashfs"]
+
+
+def test_tree_sha256_lists_regular_files_only(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "link").symlink_to("a")
+    assert tree_sha256(tmp_path, Digests()) == {"a": sha(b"a")}
+
 
 # --- the menu entry ----------------------------------------------------------------------
 
