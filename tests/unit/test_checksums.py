@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.host import digest
+from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host import digest, publish
 from vmdebootstrap.host.digest import Digests, parse_sha256sums, sha256sums, tree_sha256
+from vmdebootstrap.host.publish import checksum_path, staged_dir, staged_file
 from vmdebootstrap.outputs import isomenu
 from vmdebootstrap.plan import Plan
 
@@ -101,6 +104,125 @@ def test_tree_sha256_lists_regular_files_only(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("a")
     (tmp_path / "link").symlink_to("a")
     assert tree_sha256(tmp_path, Digests()) == {"a": sha(b"a")}
+
+
+# --- beside a file: NAME.sha256 ----------------------------------------------------------
+
+
+def test_staged_file_publishes_its_checksum_with_it(tmp_path: Path) -> None:
+    final = tmp_path / "live.iso"
+    with staged_file(final, checksum=True) as tmp:
+        tmp.write_bytes(b"an iso")
+        assert not checksum_path(final).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.iso", "live.iso.sha256"]
+    assert checksum_path(final).read_text() == f"{sha(b'an iso')}  live.iso\n"
+    assert stat.S_IMODE(checksum_path(final).stat().st_mode) == 0o644
+
+
+def test_no_checksum_unless_asked(tmp_path: Path) -> None:
+    with staged_file(tmp_path / "r.tar.packages") as tmp:
+        tmp.write_text("bash\t5\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["r.tar.packages"]
+
+
+@needs_sha256sum
+@pytest.mark.parametrize("name", ["root.tar.gz", "live image.iso", "odd\\name.iso",
+                                  "new\nline.tar"])
+def test_sha256sum_c_accepts_the_checksum_beside_an_output(tmp_path: Path, name: str) -> None:
+    final = tmp_path / name
+    with staged_file(final, checksum=True) as tmp:
+        tmp.write_bytes(os.urandom(3000))
+    done = sha256sum_c(tmp_path, checksum_path(final).name)
+    assert done.returncode == 0, done.stdout + done.stderr
+    final.write_bytes(b"changed")
+    assert sha256sum_c(tmp_path, checksum_path(final).name).returncode == 1
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("xorriso failed"), KeyboardInterrupt()])
+def test_a_failed_build_leaves_neither_output_nor_checksum(tmp_path: Path,
+                                                           failure: BaseException) -> None:
+    with pytest.raises(type(failure)), staged_file(tmp_path / "live.iso", checksum=True) as tmp:
+        tmp.write_bytes(b"half an iso")
+        raise failure
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_check_keeps_the_previous_output_and_its_checksum(tmp_path: Path) -> None:
+    final = tmp_path / "live.iso"
+    with staged_file(final, checksum=True) as tmp:
+        tmp.write_bytes(b"last week's iso")
+    before = checksum_path(final).read_text()
+
+    def check(path: Path) -> None:
+        raise BuildError("no EFI El Torito boot entry")
+
+    with pytest.raises(BuildError), staged_file(final, check=check, checksum=True) as tmp:
+        tmp.write_bytes(b"a broken iso")
+    assert final.read_bytes() == b"last week's iso"
+    assert checksum_path(final).read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.iso", "live.iso.sha256"]
+
+
+def test_a_rebuild_replaces_both(tmp_path: Path) -> None:
+    final = tmp_path / "root.tar"
+    for data in (b"first", b"second"):
+        with staged_file(final, checksum=True) as tmp:
+            tmp.write_bytes(data)
+    assert sums_of(checksum_path(final)) == {"root.tar": sha(b"second")}
+
+
+def test_a_checksum_path_that_is_a_directory_fails_before_the_rename(tmp_path: Path) -> None:
+    final = tmp_path / "root.tar"
+    final.write_bytes(b"old")
+    checksum_path(final).mkdir()
+    with pytest.raises(OSError), staged_file(final, checksum=True) as tmp:
+        tmp.write_bytes(b"new")
+    assert final.read_bytes() == b"old"
+    assert publish.leftovers(tmp_path) == []
+
+
+# --- inside a squash directory: SHA256SUMS --------------------------------------------------
+
+SQUASH = {"filesystem.squashfs": b"hsqs" * 1000, "vmlinuz": b"kernel",
+          "vmlinuz-6.1.0-13-amd64": b"kernel", "initrd.img": b"initrd",
+          "initrd.img-6.1.0-13-amd64": b"initrd", "filesystem.packages": b"bash\t5\n"}
+
+
+def test_squash_dir_lists_every_file_the_build_wrote(tmp_path: Path) -> None:
+    final = tmp_path / "live"
+    final.mkdir()
+    (final / "notes.txt").write_text("the user's own")
+    with staged_dir(final, checksums=True) as stage:
+        for name, data in SQUASH.items():
+            (stage / name).write_bytes(data)
+    assert sums_of(final / "SHA256SUMS") == {name: sha(data) for name, data in SQUASH.items()}
+    assert stat.S_IMODE((final / "SHA256SUMS").stat().st_mode) == 0o644
+
+
+@needs_sha256sum
+def test_sha256sum_c_accepts_a_squash_dirs_sums(tmp_path: Path) -> None:
+    final = tmp_path / "live"
+    with staged_dir(final, checksums=True) as stage:
+        for name, data in SQUASH.items():
+            (stage / name).write_bytes(data)
+    done = sha256sum_c(final, "SHA256SUMS")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(": OK\n") == len(SQUASH)
+
+
+def test_squash_dir_failure_leaves_the_old_sums(tmp_path: Path) -> None:
+    final = tmp_path / "live"
+    with staged_dir(final, checksums=True) as stage:
+        (stage / "vmlinuz").write_bytes(b"old kernel")
+    before = (final / "SHA256SUMS").read_text()
+    with pytest.raises(BuildError), staged_dir(final, checksums=True) as stage:
+        (stage / "vmlinuz").write_bytes(b"new kernel")
+        raise BuildError("mksquashfs failed")
+    assert (final / "SHA256SUMS").read_text() == before
+    assert publish.leftovers(tmp_path) == []
+    with staged_dir(final, checksums=True) as stage:
+        (stage / "vmlinuz").write_bytes(b"new kernel")
+    assert sums_of(final / "SHA256SUMS") == {"vmlinuz": sha(b"new kernel")}
 
 
 # --- the menu entry ----------------------------------------------------------------------

@@ -7,6 +7,10 @@ disk, checked, and only then renamed onto its final name, with SIGINT,
 SIGTERM and SIGHUP held so that the rename happens whole or not at all.  A
 failed build or a failed check removes the temporary file and never
 touches a previous output of the same name.
+
+An output's checksum file (NAME.sha256 beside a file, SHA256SUMS inside a
+directory) is written in the same step, hashed right after the output is
+written and checked, and appears and disappears with it.
 """
 
 from __future__ import annotations
@@ -19,12 +23,23 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from vmdebootstrap.host.digest import Digests, file_sha256, sha256sums, tree_sha256
 from vmdebootstrap.host.run import signals_held
 
 log = logging.getLogger("vmdebootstrap")
 
 Check = Callable[[Path], None]
 PART_SUFFIX = ".part"
+# The names debian-cd and live-build users look for: NAME.sha256 beside a
+# single file (a SHA256SUMS there would clash between outputs in one
+# directory), SHA256SUMS inside a directory of files.
+CHECKSUM_SUFFIX = ".sha256"
+SUMS_NAME = "SHA256SUMS"
+
+
+def checksum_path(final: Path) -> Path:
+    """The checksum file published beside the single-file output ``final``."""
+    return final.with_name(final.name + CHECKSUM_SUFFIX)
 
 
 def _flush(path: Path) -> None:
@@ -99,11 +114,14 @@ def scratch_file(beside: Path, *, keep_failed: bool = False) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def staged_file(final: Path, *, check: Check | None = None, mode: int = 0o644,
-                keep_failed: bool = False) -> Iterator[Path]:
+                keep_failed: bool = False, checksum: bool = False) -> Iterator[Path]:
     """A temporary path beside ``final``; on success it is flushed, checked
     and renamed onto ``final``.  On failure it is removed (or, with
-    ``keep_failed``, renamed to NAME.failed for debugging)."""
+    ``keep_failed``, renamed to NAME.failed for debugging).  With
+    ``checksum``, FINAL.sha256 (checkable with ``sha256sum -c`` from
+    final's directory) is staged too and renamed with it."""
     tmp: Path | None = None
+    sums: Path | None = None
     try:
         with signals_held():
             tmp = _temp_file(final)
@@ -111,23 +129,46 @@ def staged_file(final: Path, *, check: Check | None = None, mode: int = 0o644,
         _flush(tmp)
         if check is not None:
             check(tmp)
+        if checksum:
+            with signals_held():
+                sums = _temp_file(checksum_path(final))
+            # Read right after it was written, while the page cache most
+            # likely still holds it: the one read of the output for this.
+            sums.write_text(sha256sums({final.name: file_sha256(tmp)}))
+            _flush(sums)
+            os.chmod(sums, mode)
         with signals_held():
             os.chmod(tmp, mode)
-            os.replace(tmp, final)
+            _rename_with_checksum(tmp, final, sums)
         _fsync_dir(final.parent)
     except BaseException:
+        if sums is not None:
+            _discard(sums, checksum_path(final), keep_failed=False)
         if tmp is not None:
             _discard(tmp, final, keep_failed)
         raise
 
 
+def _rename_with_checksum(tmp: Path, final: Path, sums: Path | None) -> None:
+    """The old checksum file goes first and the new one comes last: a
+    checksum file beside ``final`` is never one of another build."""
+    if sums is None:
+        os.replace(tmp, final)
+        return
+    checksum_path(final).unlink(missing_ok=True)
+    os.replace(tmp, final)
+    os.replace(sums, checksum_path(final))
+
+
 @contextlib.contextmanager
-def staged_dir(final: Path, *, check: Check | None = None,
-               mode: int = 0o644) -> Iterator[Path]:
+def staged_dir(final: Path, *, check: Check | None = None, mode: int = 0o644,
+               checksums: bool = False, digests: Digests | None = None) -> Iterator[Path]:
     """A temporary directory beside ``final`` for the files of a directory
     output.  On success its files are flushed, checked and moved into
     ``final`` (created if need be); files of ``final`` that the build did
-    not write are left alone.  On failure nothing in ``final`` changes."""
+    not write are left alone.  On failure nothing in ``final`` changes.
+    With ``checksums``, SHA256SUMS lists every file the build wrote there
+    (through ``digests``, which may know some of them already)."""
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp: Path | None = None
@@ -139,6 +180,10 @@ def staged_dir(final: Path, *, check: Check | None = None,
         _flush(tmp)
         if check is not None:
             check(tmp)
+        if checksums:
+            sums = tree_sha256(tmp, digests or Digests(), skip=[SUMS_NAME])
+            (tmp / SUMS_NAME).write_text(sha256sums(sums))
+            _flush(tmp / SUMS_NAME)
         for f in tmp.iterdir():
             os.chmod(f, mode)
         with signals_held():
@@ -155,7 +200,11 @@ def _move_in(stage: Path, final: Path) -> None:
         stage.chmod(0o755)
         os.replace(stage, final)  # one rename: the whole directory appears at once
         return
-    for f in sorted(stage.iterdir()):
+    # File by file: an old SHA256SUMS goes first and the new one comes
+    # last, so one in the directory never lists files of another build.
+    if (stage / SUMS_NAME).exists():
+        (final / SUMS_NAME).unlink(missing_ok=True)
+    for f in sorted(stage.iterdir(), key=lambda p: (p.name == SUMS_NAME, p.name)):
         os.replace(f, final / f.name)
     stage.rmdir()
 
