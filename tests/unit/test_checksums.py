@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_iso import FakeTools, needs_host_boot_files
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host import digest, publish
 from vmdebootstrap.host.digest import Digests, parse_sha256sums, sha256sums, tree_sha256
 from vmdebootstrap.host.publish import checksum_path, staged_dir, staged_file
-from vmdebootstrap.outputs import isomenu
+from vmdebootstrap.outputs import iso, isomenu
 from vmdebootstrap.plan import Plan
 
 PlanOf = Callable[..., Plan]
@@ -223,6 +224,95 @@ def test_squash_dir_failure_leaves_the_old_sums(tmp_path: Path) -> None:
     with staged_dir(final, checksums=True) as stage:
         (stage / "vmlinuz").write_bytes(b"new kernel")
     assert sums_of(final / "SHA256SUMS") == {"vmlinuz": sha(b"new kernel")}
+
+
+# --- on the ISO: /sha256sum.txt ------------------------------------------------------------
+
+
+def staged_tree(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    root = tmp_path / "iso-root"
+    files = {".disk/info": b"Debian GNU/Linux", "isolinux/isolinux.bin": b"patched by xorriso",
+             "isolinux/isolinux.cfg": b"UI menu.c32", "boot/grub/efi.img": b"\0" * 512,
+             "EFI/boot/bootx64.efi": b"MZ", "install.amd/initrd.gz": b"d-i",
+             "sha256sum.txt": b"an older list"}
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    squash = tmp_path / "squash"
+    squash.mkdir(parents=True)
+    for name in ("filesystem.squashfs", "vmlinuz"):
+        (squash / name).write_bytes(name.encode())
+    return root, {f"live/{n}": squash / n for n in ("filesystem.squashfs", "vmlinuz")}
+
+
+def test_iso_checksums_list_the_tree_and_the_grafts(tmp_path: Path) -> None:
+    root, grafts = staged_tree(tmp_path)
+    sums = parse_sha256sums(iso.iso_checksums(root, grafts, Digests()))
+    assert sums == {
+        "./.disk/info": sha(b"Debian GNU/Linux"), "./isolinux/isolinux.cfg": sha(b"UI menu.c32"),
+        "./boot/grub/efi.img": sha(b"\0" * 512), "./EFI/boot/bootx64.efi": sha(b"MZ"),
+        "./install.amd/initrd.gz": sha(b"d-i"),
+        "./live/filesystem.squashfs": sha(b"filesystem.squashfs"),
+        "./live/vmlinuz": sha(b"vmlinuz")}
+    assert not (root / "live").exists()  # hashed where they are, not copied
+
+
+class SumsTools(FakeTools):
+    """FakeTools that keeps the staged sha256sum.txt and file list as
+    xorriso would see them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sums = ""
+        self.files: dict[str, bytes] = {}
+        self.mtime = 0
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        if os.fspath(argv[0]) == "xorriso":
+            root = Path(next(os.fspath(a) for a in argv if os.fspath(a).startswith("/="))[2:])
+            self.sums = (root / "sha256sum.txt").read_text()
+            self.mtime = int((root / "sha256sum.txt").stat().st_mtime)
+            self.files = {str(p.relative_to(root)): p.read_bytes()
+                          for p in root.rglob("*") if p.is_file()}
+        return super().run(argv, **kw)
+
+
+def squash_dir(tmp_path: Path) -> Path:
+    squash = tmp_path / "squash"
+    squash.mkdir(parents=True)
+    for name in ("filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages"):
+        (squash / name).write_bytes(name.encode() * 10)
+    return squash
+
+
+@needs_host_boot_files
+def test_build_iso_stages_sha256sum_txt(tmp_path: Path) -> None:
+    runner = SumsTools()
+    squash = squash_dir(tmp_path)
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", source_date_epoch=EPOCH)
+    iso.build_iso(runner, spec, squash, tmp_path / "l.iso", tmp_path / "work")
+    sums = parse_sha256sums(runner.sums)
+    staged = {f"./{k}": sha(v) for k, v in runner.files.items()
+              if k not in ("sha256sum.txt", "isolinux/isolinux.bin")}
+    grafted = {f"./live/{p.name}": sha(p.read_bytes()) for p in squash.iterdir()}
+    assert sums == staged | grafted
+    assert {"./boot/grub/efi.img", "./EFI/boot/bootx64.efi", "./boot/grub/grub.cfg"} <= set(sums)
+    assert runner.mtime == EPOCH
+    assert runner.sums == sha256sums({k: v for k, v in sums.items()})  # sorted, LF
+
+
+@needs_host_boot_files
+def test_sha256sum_txt_is_reproducible(tmp_path: Path) -> None:
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", source_date_epoch=EPOCH,
+                       serial_console=True)
+    seen = []
+    for n in (1, 2):
+        runner = SumsTools()
+        iso.build_iso(runner, spec, squash_dir(tmp_path / f"b{n}"), tmp_path / f"{n}.iso",
+                      tmp_path / f"work{n}")
+        seen.append((runner.sums, runner.files))
+    assert seen[0] == seen[1]
+    assert any(k.startswith("./.disk/id/") for k in parse_sha256sums(seen[0][0]))
 
 
 # --- the menu entry ----------------------------------------------------------------------

@@ -6,8 +6,10 @@ from El Torito; UEFI boots GRUB from ``/boot/grub/efi.img`` (a small FAT image
 that is both the El Torito EFI image and, with the ISO written raw to a disk,
 the EFI system partition; outputs/efiboot.py).  With Secure Boot the UEFI
 loaders there are Debian's signed shim and grub (outputs/signed.py); BIOS
-boot is the same either way.  The argv of every tool is built by a small
-pure function so the layout can be checked without root.
+boot is the same either way.  ``/sha256sum.txt`` lists the ISO's files
+for live-boot's ``verify-checksums`` (the menus' "verify the medium"
+entry).  The argv of every tool is built by a small pure function so the
+layout can be checked without root.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, NoSpace, UsageError
+from vmdebootstrap.host.digest import Digests, sha256sums, tree_sha256
 from vmdebootstrap.host.run import Runner, signals_held
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
@@ -38,6 +41,17 @@ SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
 GRUB_FONT = Path("/usr/share/grub/unicode.pf2")
 
 SQUASH_FILES = ("filesystem.squashfs", "vmlinuz", "initrd.img")
+
+# live-boot's verify-checksums (lib/live/boot/0030-verify-checksums) looks
+# in the medium's root for SHA512SUMS, sha512sum.txt, ... SHA256SUMS,
+# sha256sum.txt, drops '#' lines and runs the initramfs's /bin/sha256sum -c
+# there (busybox's applet: live-boot's own hook copies in only md5sum).
+# live-build writes sha256sum.txt with ./ paths; so do we.
+ISO_SUMS = "sha256sum.txt"
+# Files whose bytes on the ISO are not the staged ones: xorriso patches the
+# boot info table into isolinux.bin (-boot-info-table), as live-build's
+# list also knows.  The boot catalog is made by xorriso and never staged.
+PATCHED_ON_ISO = ("isolinux/isolinux.bin",)
 
 
 @dataclass(frozen=True)
@@ -245,9 +259,19 @@ def _stage(runner: Runner, spec: IsoSpec, squash_dir: Path, scratch: Path) -> _L
     return lay
 
 
+def iso_checksums(root: Path, grafts: Mapping[str, Path], digests: Digests) -> str:
+    """sha256sum.txt: ``<hash>  ./path`` of every file on the ISO but itself
+    and those xorriso changes; the grafted squash files are hashed where
+    they are (through ``digests``), never copied."""
+    sums = tree_sha256(root, digests, skip=(ISO_SUMS, *PATCHED_ON_ISO))
+    sums.update({dest: digests.sha256(src) for dest, src in grafts.items()})
+    return sha256sums({f"./{name}": digest for name, digest in sums.items()})
+
+
 def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
-              workdir: Path) -> None:
-    """Write a hybrid live ISO of ``squash_dir`` to ``output`` (atomically)."""
+              workdir: Path, digests: Digests | None = None) -> None:
+    """Write a hybrid live ISO of ``squash_dir`` to ``output`` (atomically);
+    ``digests`` may know the squash files' checksums already."""
     problems = validate_spec(spec)
     missing = [f for f in SQUASH_FILES if not (squash_dir / f).is_file()]
     if missing:
@@ -266,6 +290,8 @@ def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
         lay = _stage(runner, spec, squash_dir, scratch)
         make_efi_image(runner, lay.root / "boot/grub/efi.img", lay.efi_files,
                        spec.source_date_epoch)
+        # Last of the staged files, so that it lists every other one.
+        _write(lay.root / ISO_SUMS, iso_checksums(lay.root, lay.grafts, digests or Digests()))
         if spec.source_date_epoch is not None:
             for path in sorted(lay.root.rglob("*"), reverse=True):
                 os.utime(path, (spec.source_date_epoch,) * 2, follow_symlinks=False)
