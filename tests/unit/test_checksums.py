@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import RecordingRunner
 from tests.unit.test_iso import FakeTools, needs_host_boot_files
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host import digest, publish
 from vmdebootstrap.host.digest import Digests, parse_sha256sums, sha256sums, tree_sha256
 from vmdebootstrap.host.publish import checksum_path, staged_dir, staged_file
+from vmdebootstrap.host.run import Result
 from vmdebootstrap.outputs import iso, isomenu
+from vmdebootstrap.outputs.kinds import KINDS, Job
 from vmdebootstrap.plan import Plan
 
 PlanOf = Callable[..., Plan]
@@ -224,6 +227,86 @@ def test_squash_dir_failure_leaves_the_old_sums(tmp_path: Path) -> None:
     with staged_dir(final, checksums=True) as stage:
         (stage / "vmlinuz").write_bytes(b"new kernel")
     assert sums_of(final / "SHA256SUMS") == {"vmlinuz": sha(b"new kernel")}
+
+
+# --- the output kinds --------------------------------------------------------------------
+
+
+class BuildTools(RecordingRunner):
+    """tar and mksquashfs write what they would; dpkg-query lists a package."""
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        result = super().run(argv, **kw)
+        args = self.calls[-1]
+        if args[:2] == ["tar", "--create"]:
+            Path(args[args.index("--file") + 1]).write_bytes(b"a tarball")
+        elif args[0] == "mksquashfs":
+            Path(args[2]).write_bytes(b"hsqs" + bytes(2 << 20))
+        elif args[0] == "dpkg-query":
+            return Result(0, "bash\t5.2\tamd64\tbash\t5.2\n")
+        return result
+
+
+def test_a_checksum_path_in_the_way_is_a_problem_before_the_build(tmp_path: Path) -> None:
+    (tmp_path / "root.tar.sha256").mkdir()
+    (tmp_path / "live/SHA256SUMS").mkdir(parents=True)
+    assert KINDS["tarball"].problems(str(tmp_path / "root.tar")) == [
+        f"--tarball: {tmp_path / 'root.tar.sha256'} (its checksum file) exists and is not a "
+        "regular file; move it away"]
+    assert "live/SHA256SUMS (its checksum file)" in KINDS["squash"].problems(
+        str(tmp_path / "live"))[0]
+    assert KINDS["iso"].problems(str(tmp_path / "live.iso")) == []
+
+
+def live_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "boot").mkdir(parents=True)
+    (root / "boot/vmlinuz-6.1.0-13-amd64").write_bytes(b"kernel")
+    (root / "boot/initrd.img-6.1.0-13-amd64").write_bytes(b"initrd")
+    return root
+
+
+def test_tarball_kind_writes_and_returns_its_checksum(plan_of: PlanOf, out: Path,
+                                                      tmp_path: Path) -> None:
+    plan = plan_of("--tarball", str(out / "root.tar.gz"), "--pkglist")
+    written = KINDS["tarball"].write(Job(plan, BuildTools(), live_root(tmp_path), tmp_path))
+    assert written == [out / "root.tar.gz", out / "root.tar.gz.sha256",
+                       out / "root.tar.gz.packages"]
+    assert sums_of(out / "root.tar.gz.sha256") == {"root.tar.gz": sha(b"a tarball")}
+
+
+def test_squash_kind_writes_sha256sums(plan_of: PlanOf, out: Path, tmp_path: Path) -> None:
+    plan = plan_of("--squash", str(out / "live"))
+    written = KINDS["squash"].write(Job(plan, BuildTools(), live_root(tmp_path), tmp_path))
+    assert written == [out / "live"]
+    sums = sums_of(out / "live/SHA256SUMS")
+    names = {p.name for p in (out / "live").iterdir()} - {"SHA256SUMS"}
+    assert set(sums) == names >= {"filesystem.squashfs", "vmlinuz", "initrd.img",
+                                  "vmlinuz-6.1.0-13-amd64", "filesystem.packages"}
+    assert all(sums[n] == sha((out / "live" / n).read_bytes()) for n in names)
+
+
+@needs_host_boot_files
+def test_iso_kind_hashes_each_squash_file_once(plan_of: PlanOf, out: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --squash kept, the squash files are listed in its SHA256SUMS and
+    on the ISO, and read for that once; the ISO gets its .sha256."""
+    reads = counting_reads(monkeypatch)
+    monkeypatch.setattr(iso, "check_iso", lambda runner, path, arch: None)
+
+    class Tools(FakeTools, BuildTools):
+        pass
+
+    plan = plan_of("--iso", str(out / "live.iso"), "--squash", str(out / "live"),
+                   "--no-secure-boot")
+    (tmp_path / "job").mkdir()
+    written = KINDS["iso"].write(Job(plan, Tools(), live_root(tmp_path), tmp_path / "job"))
+    assert written[:3] == [out / "live.iso", out / "live.iso.sha256", out / "live"]
+    assert sums_of(out / "live.iso.sha256") == {"live.iso": sha((out / "live.iso").read_bytes())}
+    squash = sums_of(out / "live/SHA256SUMS")
+    assert squash["filesystem.squashfs"] == sha((out / "live/filesystem.squashfs").read_bytes())
+    for name in ("filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages"):
+        assert reads.count(name) == 1, reads
 
 
 # --- on the ISO: /sha256sum.txt ------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 An output kind owns its final paths, its own option checks, how it is
 written from a finished root, and the check its staged file must pass
-before it is renamed into place (vmdebootstrap.host.publish).  The command
+before it is renamed into place (vmdebootstrap.host.publish), with its
+checksum file: NAME.sha256 beside a tarball or an ISO, SHA256SUMS inside
+a squash directory, published with the output or not at all.  The command
 line, planning, the build and error diagnosis ask KINDS; nothing else lists
 the kinds.  A disk image differs from the rest: the root is built inside
 it, so the build drives it (vmdebootstrap.outputs.image) instead of write().
@@ -17,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdebootstrap.host.publish import staged_dir, staged_file
+from vmdebootstrap.host.digest import Digests
+from vmdebootstrap.host.publish import SUMS_NAME, checksum_path, staged_dir, staged_file
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.options import OUTPUT_KINDS
 from vmdebootstrap.intent.plan import Plan
@@ -61,6 +64,10 @@ class OutputKind:
         elif final.exists() and not final.is_file():
             return [f"--{self.name}: {path} exists and is not a regular file; "
                     "vmdebootstrap only writes regular files"]
+        sums = final / SUMS_NAME if self.directory else checksum_path(final)
+        if sums.exists() and not sums.is_file():
+            return [f"--{self.name}: {sums} (its checksum file) exists and is not a regular "
+                    "file; move it away"]
         return []
 
     def write(self, job: Job) -> list[Path]:
@@ -74,10 +81,10 @@ class Tarball(OutputKind):
     def write(self, job: Job) -> list[Path]:
         targets, runner = job.plan.targets, job.runner
         final = targets.path
-        with staged_file(final, check=lambda p: files.check_tarball(runner, p, final.name)) \
-                as tmp:
+        with staged_file(final, check=lambda p: files.check_tarball(runner, p, final.name),
+                         checksum=True) as tmp:
             files.write_tarball(runner, job.root, tmp, final.name, job.plan.epoch)
-        return [final, *write_pkglist(job)]
+        return [final, checksum_path(final), *write_pkglist(job)]
 
 
 class Squash(OutputKind):
@@ -87,8 +94,8 @@ class Squash(OutputKind):
 
     def write(self, job: Job) -> list[Path]:
         final, kernel = job.plan.targets.path, job.plan.kernel_package is not None
-        with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d, kernel)) \
-                as stage:
+        with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d, kernel),
+                        checksums=True) as stage:
             files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression,
                                    kernel)
         return [final]
@@ -104,12 +111,16 @@ class Iso(OutputKind):
         spec = plan.iso
         assert spec is not None
         final, kept = plan.targets.path, plan.targets.squash_dir
+        # The squash files are hashed once, for the ISO's sha256sum.txt and
+        # a kept squash directory's SHA256SUMS both.
+        digests = Digests()
         with contextlib.ExitStack() as stack:
             if kept is not None:
                 # The user keeps the squash directory too; it appears only if
                 # the ISO made from it does (the inner publish goes first).
                 squash_dir = stack.enter_context(
-                    staged_dir(kept, check=lambda d: files.check_squash_dir(runner, d)))
+                    staged_dir(kept, check=lambda d: files.check_squash_dir(runner, d),
+                               checksums=True, digests=digests))
             else:
                 squash_dir = job.work / "live"
                 squash_dir.mkdir()
@@ -117,9 +128,10 @@ class Iso(OutputKind):
             iso.check_room_for_iso(squash_dir, final)
             scratch = job.work / "iso"
             scratch.mkdir()
-            with staged_file(final, check=lambda p: iso.check_iso(runner, p, plan.arch)) as tmp:
-                iso.build_iso(runner, spec, squash_dir, tmp, scratch)
-        return [final, *([kept] if kept else []), *write_pkglist(job)]
+            with staged_file(final, check=lambda p: iso.check_iso(runner, p, plan.arch),
+                             checksum=True) as tmp:
+                iso.build_iso(runner, spec, squash_dir, tmp, scratch, digests)
+        return [final, checksum_path(final), *([kept] if kept else []), *write_pkglist(job)]
 
 
 class Image(OutputKind):
@@ -156,7 +168,8 @@ assert tuple(KINDS) == OUTPUT_KINDS, "the option table and the output kinds disa
 
 
 def chown_outputs(paths: list[Path], owner: str | None) -> None:
-    """--owner: the outputs (and a squash directory's files) to that user."""
+    """--owner: the outputs (their checksum files are listed with them, a
+    squash directory's SHA256SUMS is one of its files) to that user."""
     if not owner:
         return
     pw = pwd.getpwnam(owner)
