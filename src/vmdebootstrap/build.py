@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap.host.faults import checkpoint
+from vmdebootstrap.host.publish import checksum_path
 from vmdebootstrap.host.resources import (
     chroot_mounts,
     daemons_blocked,
@@ -136,7 +137,8 @@ def build_image(ctx: Context) -> list[Path]:
             listing = files.package_list(runner, ctx.root)
         step("Writing the image")
     # The package list appears only once its image has.
-    return [plan.targets.path, *publish_pkglist(plan.targets.pkglist, listing)]
+    return [plan.targets.path, checksum_path(plan.targets.path),
+            *publish_pkglist(plan.targets.pkglist, listing)]
 
 
 def hook_env(plan: Plan) -> HookEnv:

@@ -174,8 +174,8 @@ def test_successful_tarball_build(plan_of: PlanOf, rig: Rig) -> None:
     plan = tarball_plan(plan_of, rig)
     written = build_module.build(plan, runner)
     final = rig.out / "root.tar.gz"
-    assert written == [final]
-    assert [p.name for p in rig.out.iterdir()] == ["root.tar.gz"]
+    assert written == [final, rig.out / "root.tar.gz.sha256"]
+    assert sorted(p.name for p in rig.out.iterdir()) == ["root.tar.gz", "root.tar.gz.sha256"]
     assert list(rig.tmp.iterdir()) == []
     assert runner.mounted() == []
     assert chroot_session(runner.events) == expected_chroot_session(CHROOT_MOUNTS)

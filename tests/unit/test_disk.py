@@ -20,6 +20,7 @@ import pytest
 from tests.fakes import RecordingRunner
 from tests.unit.conftest import parse
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError
+from vmdebootstrap.host.digest import file_sha256
 from vmdebootstrap.host.run import CommandError, Result
 from vmdebootstrap.outputs import image
 from vmdebootstrap.outputs import partitions as disk
@@ -462,8 +463,10 @@ def test_staged_image_is_sparse_full_size_and_beside_the_image(
         assert staged.name.startswith(".disk.img.") and staged.name.endswith(".part")
         assert staged.stat().st_size == 2 * 10**9
         assert staged.stat().st_blocks == 0
-    assert [p.name for p in out.iterdir()] == ["disk.img"]
+    assert sorted(p.name for p in out.iterdir()) == ["disk.img", "disk.img.sha256"]
     assert (out / "disk.img").stat().st_mode & 0o777 == 0o644
+    digest = file_sha256(out / "disk.img")  # the sparse file: its holes read as zeros
+    assert (out / "disk.img.sha256").read_text() == f"{digest}  disk.img\n"
     # The partition table is read back before the image takes its name.
     assert runner.calls == [["sfdisk", "--json", str(staged)]]
 
@@ -517,7 +520,7 @@ def test_publish_qcow2_keeps_the_users_name(image_plan: Callable[..., Plan],
     assert convert[6] == str(raw)
     assert Path(convert[7]).parent == out and convert[7].endswith(".part")
     assert info[:3] == ["qemu-img", "info", "--output=json"]
-    assert [p.name for p in out.iterdir()] == ["disk.img"]
+    assert sorted(p.name for p in out.iterdir()) == ["disk.img", "disk.img.sha256"]
 
 
 class FailingRunner(RecordingRunner):

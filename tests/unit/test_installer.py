@@ -293,7 +293,7 @@ def test_gtk_missing(tmp_path: Path, debs: dict[str, Path]) -> None:
     assert sorted(p.name for p in dest.iterdir()) == ["initrd.gz", "vmlinuz"]
     entries = isomenu.menu_entries(arch="amd64", installer_dir="install.amd",
                                    installer_gtk=got.gtk)
-    assert [e.ident for e in entries] == ["live", "failsafe", "install"]
+    assert [e.ident for e in entries] == ["live", "failsafe", "verify", "install"]
 
 
 def test_package_without_text_images(tmp_path: Path, debs: dict[str, Path]) -> None:

@@ -82,7 +82,8 @@ def staged_image(plan: Plan, runner: Runner) -> Iterator[Path]:
     def check(path: Path) -> None:
         check_image(runner, path, layout, spec.disk.size, spec.qcow2)
 
-    with staged_file(final, check=check, keep_failed=keep and not spec.qcow2) as staged:
+    with staged_file(final, check=check, keep_failed=keep and not spec.qcow2,
+                     checksum=True) as staged:
         if not spec.qcow2:
             os.truncate(staged, spec.disk.size)
             log.debug("staging the image in %s (%d bytes)", staged, spec.disk.size)

@@ -144,7 +144,7 @@ class Image(OutputKind):
         if final.exists() and not final.is_file():
             return [f"--image: {path} exists and is not a regular file; "
                     "vmdebootstrap only writes image files"]
-        return []
+        return super().problems(path)
 
 
 def write_pkglist(job: Job) -> list[Path]:
