@@ -22,7 +22,13 @@ from tests.fakes import RecordingRunner
 from tests.unit.test_iso import FakeTools, needs_host_boot_files
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host import digest, publish
-from vmdebootstrap.host.digest import Digests, parse_sha256sums, sha256sums, tree_sha256
+from vmdebootstrap.host.digest import (
+    Digests,
+    file_sha256,
+    parse_sha256sums,
+    sha256sums,
+    tree_sha256,
+)
 from vmdebootstrap.host.publish import checksum_path, staged_dir, staged_file
 from vmdebootstrap.host.run import Result
 from vmdebootstrap.outputs import iso, isomenu
@@ -432,3 +438,20 @@ def test_verify_entry_in_both_menus() -> None:
             "  initrd /live/initrd.img\n}") in grub
     assert grub.index("--id failsafe") < grub.index("--id verify")
     assert "set default=0\n" in grub
+
+
+def test_file_sha256_of_a_sparse_file_is_the_plain_hash(tmp_path: Path) -> None:
+    """Holes are hashed as zeros without being read: same digest as reading all."""
+    path = tmp_path / "sparse.img"
+    with path.open("wb") as fh:
+        fh.write(os.urandom(3000))
+        fh.seek(5 << 20)
+        fh.write(os.urandom(3 << 20))
+        fh.seek(40 << 20)
+        fh.write(b"end")
+    os.truncate(path, (40 << 20) + 100)  # a hole at the end, too
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    os.truncate(path, 0)
+    assert file_sha256(path) == hashlib.sha256(b"").hexdigest()
+    os.truncate(path, 3 << 20)  # nothing but a hole
+    assert file_sha256(path) == hashlib.sha256(bytes(3 << 20)).hexdigest()

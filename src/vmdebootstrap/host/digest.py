@@ -10,6 +10,7 @@ carriage return are escaped as GNU sha256sum escapes them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -20,12 +21,50 @@ BLOCK = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
+_ZEROS = bytes(BLOCK)
+
+
 def file_sha256(path: Path) -> str:
+    """The file's SHA-256.  Holes are not read: a trimmed disk image is
+    mostly holes, and hashing zeros from memory is several times faster
+    than reading them through the kernel."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(BLOCK), b""):
-            h.update(block)
+        fd = fh.fileno()
+        size, pos = os.fstat(fd).st_size, 0
+        while pos < size:
+            data = _seek(fd, pos, os.SEEK_DATA, missing=size, unsupported=pos)
+            _hash_zeros(h, min(data, size) - pos)
+            if data >= size:
+                break
+            end = _seek(fd, data, os.SEEK_HOLE, missing=size, unsupported=size)
+            fh.seek(data)
+            left = min(end, size) - data
+            while left > 0:
+                block = fh.read(min(BLOCK, left))
+                if not block:
+                    return h.hexdigest()  # the file shrank while being read
+                h.update(block)
+                left -= len(block)
+            pos = min(end, size)
     return h.hexdigest()
+
+
+def _seek(fd: int, pos: int, whence: int, *, missing: int, unsupported: int) -> int:
+    """lseek's SEEK_DATA/SEEK_HOLE; ``missing`` when there is none after pos
+    (ENXIO), ``unsupported`` where the filesystem cannot tell."""
+    try:
+        return os.lseek(fd, pos, whence)
+    except OSError as e:
+        return missing if e.errno == errno.ENXIO else unsupported
+
+
+def _hash_zeros(h: hashlib._Hash, count: int) -> None:
+    view = memoryview(_ZEROS)
+    while count > 0:
+        step = min(count, BLOCK)
+        h.update(view[:step])
+        count -= step
 
 
 class Digests:
