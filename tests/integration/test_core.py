@@ -32,7 +32,13 @@ def live_squash(live_build: LiveBuild) -> tuple[Path, Path, Run]:
 def test_squash_dir_has_the_live_files(live_squash: tuple[Path, Path, Run]) -> None:
     out, _, _ = live_squash
     names = {p.name for p in out.iterdir()}
-    assert {"filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages"} <= names
+    assert {"filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages",
+            "SHA256SUMS"} <= names
+    # every file the build wrote is listed, and sha256sum checks them all
+    listed = {line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
+    assert listed == names - {"SHA256SUMS"}
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=out, check=True,
+                   capture_output=True)
     assert any(n.startswith("vmlinuz-") for n in names)
     assert any(n.startswith("initrd.img-") for n in names)
     assert (out / "filesystem.squashfs").stat().st_size > 50 * 2**20
@@ -124,8 +130,10 @@ def test_arm64_tarball_through_binfmt(tmp_path: Path) -> None:
     assert not [n for n in names if "qemu" in n], "the qemu handler was left in the image"
     packages = (tmp_path / "arm64.tar.gz.packages").read_text()
     assert "sudo" in {line.split("\t")[0] for line in packages.splitlines()}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["arm64.tar.gz",
-                                                          "arm64.tar.gz.packages"]
+    subprocess.run(["sha256sum", "--strict", "-c", "arm64.tar.gz.sha256"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "arm64.tar.gz", "arm64.tar.gz.packages", "arm64.tar.gz.sha256"]
 
 
 def test_failing_hook_fails_the_build_and_leaves_nothing(tmp_path: Path) -> None:

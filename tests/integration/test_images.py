@@ -45,6 +45,7 @@ from tests.integration.conftest import (
 from vmdebootstrap.boot.boottest import BootReport, boot_test
 from vmdebootstrap.boot.media import pe_signed
 from vmdebootstrap.cli import parse
+from vmdebootstrap.host.digest import file_sha256
 from vmdebootstrap.host.run import SubprocessRunner
 from vmdebootstrap.outputs import partitions as disk
 
@@ -347,8 +348,10 @@ def assert_nothing_left(before: dict[str, set[str]]) -> None:
 def test_image_is_built_as_asked(case: Case, built: dict[str, Built]) -> None:
     b = built[case.name]
     assert b.run.returncode == 0, b.run.stderr[-3000:]
-    assert sorted(p.name for p in b.image.parent.iterdir()) == sorted([b.image.name,
-                                                                       "build.log"])
+    sums = b.image.with_name(b.image.name + ".sha256")
+    assert sorted(p.name for p in b.image.parent.iterdir()) == sorted(
+        [b.image.name, sums.name, "build.log"])
+    assert sums.read_text() == f"{file_sha256(b.image)}  {b.image.name}\n"
     if "--sparse" not in case.disk_args and case.suffix != ".qcow2":
         # free space was discarded: the file holds little more than the data
         assert b.image.stat().st_blocks * 512 < 0.5 * b.image.stat().st_size

@@ -109,6 +109,25 @@ def test_iso_has_bios_and_efi_boot_entries(live_iso: Path) -> None:
     check_iso(SubprocessRunner(), live_iso, "amd64")
 
 
+def test_iso_and_its_files_carry_checksums(live_iso: Path, tmp_path: Path) -> None:
+    """live.iso.sha256 beside it; inside, sha256sum.txt of its files, which
+    is what live-boot's verify-checksums checks (and the menus offer it)."""
+    subprocess.run(["sha256sum", "--strict", "-c", f"{live_iso.name}.sha256"],
+                   cwd=live_iso.parent, check=True, capture_output=True)
+    tree = tmp_path / "tree"
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(live_iso), "-extract", "/",
+                    str(tree)], check=True, capture_output=True)
+    listed = [line.split("  ", 1)[1] for line in
+              (tree / "sha256sum.txt").read_text().splitlines()]
+    assert {"./live/filesystem.squashfs", "./live/vmlinuz", "./EFI/boot/bootx64.efi",
+            "./install.amd/initrd.gz"} <= set(listed)
+    subprocess.run(["sha256sum", "--strict", "-c", "sha256sum.txt"], cwd=tree, check=True,
+                   capture_output=True)
+    grub = (tree / "boot/grub/grub.cfg").read_text()
+    assert "verify-checksums" in grub
+    subprocess.run(["chmod", "-R", "u+w", str(tree)], check=True)  # xorriso keeps r-o modes
+
+
 def test_iso_menus_have_the_splash_and_kernel_append(live_build: LiveBuild,
                                                      tmp_path: Path) -> None:
     iso = live_build.iso
