@@ -42,8 +42,7 @@ def esp_offset(header: bytes) -> int | None:
             off = entries_lba * 512 + i * size
             if off + 48 <= len(header) and header[off:off + 16] == ESP_TYPE_GUID:
                 return int.from_bytes(header[off + 32:off + 40], "little") * 512
-        return None
-    for i in range(4):
+    for i in range(4):  # an MBR, or a hybrid ISO's MBR beside its GPT
         entry = header[446 + 16 * i:446 + 16 * (i + 1)]
         if entry[4] == 0xEF:
             return int.from_bytes(entry[8:12], "little") * 512
@@ -54,16 +53,7 @@ def disk_firmwares(header: bytes) -> list[str]:
     """Which firmware a raw disk's first sectors say it is made for."""
     if len(header) < 512 or header[510:512] != b"\x55\xaa":
         return ["bios"]
-    mbr_types = [header[446 + 16 * i + 4] for i in range(4)]
-    esp = 0xEF in mbr_types
-    if 0xEE in mbr_types and header[512:520] == b"EFI PART":
-        entries_lba = int.from_bytes(header[512 + 72:512 + 80], "little")
-        count = int.from_bytes(header[512 + 80:512 + 84], "little")
-        size = int.from_bytes(header[512 + 84:512 + 88], "little")
-        for i in range(min(count, 256)):
-            off = entries_lba * 512 + i * size
-            if off + 16 <= len(header) and header[off:off + 16] == ESP_TYPE_GUID:
-                esp = True
+    esp = esp_offset(header) is not None
     bios = any(header[:440])
     if esp and bios:
         return ["bios", "uefi"]
