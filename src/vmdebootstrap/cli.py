@@ -130,10 +130,29 @@ def setting_names() -> list[str]:
     return [n for o in OPTIONS for n in (o.name, o.opposite) if n]
 
 
+def _drop_empty_values(ns: argparse.Namespace, problems: list[str]) -> None:
+    """argparse turns `--user=--` into an empty list instead of a string: say
+    so, and keep an empty string in its place (later checks count them)."""
+    for opt in OPTIONS:
+        values = getattr(ns, opt.dest, None)
+        if opt.kind is Kind.LIST and isinstance(values, list) and \
+                any(not isinstance(v, str) for v in values):
+            problems.append(f"--{opt.name}: give it a value ('--' is not one)")
+            setattr(ns, opt.dest, [v if isinstance(v, str) else "" for v in values])
+        elif opt.kind is not Kind.LIST and isinstance(values, list):
+            problems.append(f"--{opt.name}: give it a value ('--' is not one)")
+            delattr(ns, opt.dest)
+    configs = getattr(ns, "config", None) or []
+    if any(not isinstance(c, str) for c in configs):
+        problems.append("--config: give it a value ('--' is not one)")
+        ns.config = [c for c in configs if isinstance(c, str)]
+
+
 def settings_of(ns: argparse.Namespace) -> tuple[Settings, argparse.Namespace, list[str]]:
     """Settings from parsed arguments and the config files; the '-' passwords
     are read first (ns.stdin_passwords lists them, for masking)."""
     problems: list[str] = []
+    _drop_empty_values(ns, problems)
     ns.stdin_passwords = _read_stdin_passwords(ns, problems)
     given = vars(ns)
     configs = config_files_of(ns)

@@ -354,3 +354,13 @@ def test_random_values_exit_0_or_2(run_cli: RunCli, pairs: list[tuple[str, str]]
     assert result.code in (0, 2)
     if result.code == 2:
         error_lines(result)
+
+
+@pytest.mark.parametrize("option", ["--user", "--package", "--hostname", "--size", "--config"])
+def test_a_double_dash_value_is_refused_by_name(option: str, run_cli: Callable[..., CliResult]
+                                                ) -> None:
+    """argparse gives `--opt=--` an empty list; that is a usage error, not a crash."""
+    result = run_cli("--dump-config", f"{option}=--")
+    assert result.code == 2
+    assert f"{option}: give it a value ('--' is not one)" in result.err
+    assert "internal error" not in result.err
