@@ -22,12 +22,10 @@ boot/media.py tells what is booted and boot/console.py talks to the guest.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -62,14 +60,13 @@ from vmdebootstrap.boot.qemu import (
     FIRMWARES,
     QEMU_BINARIES,
     BootTestError,
-    QemuPlan,
+    boot_plan,
     choose_accel,
-    fd_reader,
     qemu_argv,
     qemu_running,
     scratch_dir,
     serial_console,
-    uefi_vars_copy,
+    serial_of,
 )
 from vmdebootstrap.errors import VmdebootstrapError
 from vmdebootstrap.host.binfmt import host_arch
@@ -114,17 +111,6 @@ def _check_can_boot(path: Path, firmware: str, arch: str) -> None:
     if shutil.which(QEMU_BINARIES.get(arch, "qemu-system-" + arch)) is None:
         raise BootTestError(f"{QEMU_BINARIES.get(arch, arch)} is not installed "
                             "(package qemu-system-x86 or qemu-system-arm)")
-
-
-def _serial(proc: subprocess.Popen[bytes], echo: TextIO | None, masker: Masker) -> Console:
-    assert proc.stdin is not None and proc.stdout is not None
-    stdin = proc.stdin
-
-    def write(data: bytes) -> None:
-        stdin.write(data)
-        stdin.flush()
-
-    return Console(fd_reader(proc.stdout.fileno()), write, echo=echo, masker=masker)
 
 
 def _converse(con: Console, report: BootReport, *, arch: str, user: str | None,
@@ -197,18 +183,15 @@ def boot_test(path: Path, *, firmware: str, arch: str, user: str | None,
     if password:
         masker.add(password)
     with scratch_dir() as tmp:
-        plan = QemuPlan(arch=arch, firmware=firmware, accel=accel, media=media,
-                        image=path.resolve(), memory=memory)
-        if firmware != "bios":
-            code, vars_copy = uefi_vars_copy(arch, tmp, secure_boot=firmware == "uefi-sb")
-            plan = dataclasses.replace(plan, uefi_code=code, uefi_vars=vars_copy)
+        plan = boot_plan(arch=arch, firmware=firmware, accel=accel, media=media, image=path,
+                         scratch=tmp, memory=memory)
         argv = qemu_argv(plan)
         errlog = tmp / "qemu.stderr"
         log(f"{firmware}: booting {path.name} ({media}, {accel})")
         started = time.monotonic()
         report = BootReport(firmware, accel, None, "", False)
         with errlog.open("wb") as err, qemu_running(argv, stderr=err) as proc:
-            con = _serial(proc, console, masker)
+            con = serial_of(proc, echo=console, masker=masker)
             _converse(con, report, arch=arch, user=user, password=password,
                       command=command, started=started, timeout=timeout)
             report.console_tail = con.tail()

@@ -9,7 +9,6 @@ The installer is not run to the end: it would need the network and an hour.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import time
@@ -20,13 +19,12 @@ from pathlib import Path
 from vmdebootstrap.boot.console import Console, ConsoleClosed
 from vmdebootstrap.boot.qemu import (
     BootTestError,
-    QemuPlan,
+    boot_plan,
     choose_accel,
-    fd_reader,
     qemu_argv,
     qemu_running,
     scratch_dir,
-    uefi_vars_copy,
+    serial_of,
 )
 
 log = logging.getLogger("vmdebootstrap.boot.installer")
@@ -61,22 +59,12 @@ def start_installer(iso: Path, *, arch: str, firmware: str, hotkey: str = "i",
         raise BootTestError(f"{iso} does not exist")
     report = InstallerReport()
     with scratch_dir() as tmp:
-        plan = QemuPlan(arch=arch, firmware=firmware, accel=choose_accel(accel, arch),
-                        media="iso", image=iso.resolve())
-        if firmware != "bios":
-            code, vars_copy = uefi_vars_copy(arch, tmp, secure_boot=firmware == "uefi-sb")
-            plan = dataclasses.replace(plan, uefi_code=code, uefi_vars=vars_copy)
+        plan = boot_plan(arch=arch, firmware=firmware, accel=choose_accel(accel, arch),
+                         media="iso", image=iso, scratch=tmp)
         log.info("%s: starting the installer of %s (%s)", firmware, iso.name, plan.accel)
         started = time.monotonic()
         with qemu_running(qemu_argv(plan), stderr_to_stdout=True) as proc:
-            assert proc.stdin is not None and proc.stdout is not None
-            stdin = proc.stdin
-
-            def write(data: bytes) -> None:
-                stdin.write(data)
-                stdin.flush()
-
-            con = Console(fd_reader(proc.stdout.fileno()), write)
+            con = serial_of(proc)
             try:
                 _converse(con, report, hotkey, expect, con.clock() + timeout)
             except (ConsoleClosed, BrokenPipeError) as e:

@@ -11,6 +11,7 @@ live in a directory that is removed the same way.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -22,12 +23,12 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TextIO
 
 from vmdebootstrap.boot.console import Console, ConsoleClosed
 from vmdebootstrap.errors import VmdebootstrapError
 from vmdebootstrap.host.binfmt import host_arch
-from vmdebootstrap.host.run import kill_group, signals_held
+from vmdebootstrap.host.run import Masker, kill_group, signals_held
 
 log = logging.getLogger("vmdebootstrap.boot.qemu")
 
@@ -170,6 +171,18 @@ def uefi_vars_copy(arch: str, directory: Path, *, secure_boot: bool = False
     return (fw[0] if fw[1] else None), vars_copy
 
 
+def boot_plan(*, arch: str, firmware: str, accel: str, media: str, image: Path,
+              scratch: Path, memory: int = 1024) -> QemuPlan:
+    """The plan for booting ``image``; under UEFI (with Secure Boot or not) with
+    a writable copy of the firmware's variable store in ``scratch``."""
+    plan = QemuPlan(arch=arch, firmware=firmware, accel=accel, media=media,
+                    image=image.resolve(), memory=memory)
+    if firmware == "bios":
+        return plan
+    code, vars_copy = uefi_vars_copy(arch, scratch, secure_boot=firmware == "uefi-sb")
+    return dataclasses.replace(plan, uefi_code=code, uefi_vars=vars_copy)
+
+
 # ---- running QEMU ---------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -185,6 +198,19 @@ def scratch_dir(prefix: str = "vmdbt-") -> Iterator[Path]:
         if path is not None:
             with signals_held():
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def serial_of(proc: subprocess.Popen[bytes], *, echo: TextIO | None = None,
+              masker: Masker | None = None) -> Console:
+    """The guest's serial port: QEMU's stdin and stdout."""
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin = proc.stdin
+
+    def write(data: bytes) -> None:
+        stdin.write(data)
+        stdin.flush()
+
+    return Console(fd_reader(proc.stdout.fileno()), write, echo=echo, masker=masker)
 
 
 def fd_reader(fd: int) -> Callable[[float], bytes | None]:
