@@ -103,6 +103,11 @@ class Settings:
         return [f"--{n}" for n in OUTPUT_KINDS if getattr(self, n)]
 
     @property
+    def kernel_params(self) -> tuple[str, ...]:
+        """--kernel-append, as the words that go on a kernel command line."""
+        return tuple((self.kernel_append or "").split())
+
+    @property
     def bootloader(self) -> str:
         """grub is the default; extlinux on request; none if both refused."""
         if self.extlinux:

@@ -82,7 +82,7 @@ def image_problems(s: Settings, target: Target) -> list[str]:
         problems.append("--roottype btrfs cannot be used with --extlinux")
     if s.swap is not None and s.swap < MIN_SWAP:
         problems.append("--swap: at least 256MiB")
-    for param in (s.kernel_append or "").split():
+    for param in s.kernel_params:
         problem = validate_kernel_param(param)
         if problem:
             problems.append(f"--kernel-append: {problem}")
@@ -124,5 +124,5 @@ def image_spec_of(s: Settings, arch: str, output: str, codename: str = "") -> Im
     if output != "image":
         return None
     return ImageSpec(DiskSpec.from_settings(s, arch), mbr=s.mbr, sparse=s.sparse,
-                     qcow2=s.convert_qcow2, kernel_append=tuple((s.kernel_append or "").split()),
+                     qcow2=s.convert_qcow2, kernel_append=s.kernel_params,
                      secure_boot=image_secure_boot(s, arch, codename))

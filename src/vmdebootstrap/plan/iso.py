@@ -74,7 +74,7 @@ def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,
     keyring, or not at all as its signatures are not with --no-check-gpg."""
     return IsoSpec(
         arch=arch, distribution=codename, volume_id=s.iso_volume_id,
-        menu_title=s.iso_menu_title, kernel_append=tuple((s.kernel_append or "").split()),
+        menu_title=s.iso_menu_title, kernel_append=s.kernel_params,
         serial_console=s.serial_console, splash=Path(s.splash) if s.splash else None,
         installer=s.installer, preseed=Path(s.preseed) if s.preseed else None,
         mirror=mirror, source_date_epoch=epoch,
