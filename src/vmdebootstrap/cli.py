@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from vmdebootstrap import __version__
 from vmdebootstrap.errors import BuildError, Interrupted, UsageError, VmdebootstrapError
+from vmdebootstrap.host.logs import setup_logging
 from vmdebootstrap.host.run import Masker, SubprocessRunner
 from vmdebootstrap.intent.config_files import default_config_files, dump_config, read_config
 from vmdebootstrap.intent.options import GROUPS, OPTIONS, Kind
@@ -253,40 +254,6 @@ def _read_line(where: str) -> tuple[str | None, str | None]:
     except UnicodeEncodeError:  # bytes that are not UTF-8, as lone surrogates
         return line, f"{where}: the password on standard input is not valid UTF-8 text"
     return line, None
-
-
-class _MaskingFormatter(logging.Formatter):
-    def __init__(self, fmt: str, masker: Masker) -> None:
-        super().__init__(fmt, datefmt="%Y-%m-%d %H:%M:%S")
-        self.masker = masker
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.masker(super().format(record))
-
-
-def setup_logging(s: Settings, masker: Masker, to_file: bool = True) -> None:
-    """Console logging, and the --log file when to_file (never in a dry run)."""
-    log.setLevel(logging.DEBUG)
-    log.propagate = False
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-    console = logging.StreamHandler(sys.stdout if s.verbose else sys.stderr)
-    console.setLevel(logging.INFO if s.verbose else logging.WARNING)
-    console.setFormatter(_MaskingFormatter("%(message)s", masker))
-    log.addHandler(console)
-    if to_file and s.log and s.log != "none":
-        # The log can show the image's accounts and mirror: by default (--log-mode
-        # 0600) not world-readable.
-        try:
-            fd = os.open(s.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, s.log_mode)
-        except OSError as exc:
-            raise UsageError(f"--log: cannot open {s.log}: {exc.strerror or exc}") from None
-        os.fchmod(fd, s.log_mode)  # not the umask's, nor an existing file's mode
-        fileh = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
-        level = "critical" if s.log_level == "fatal" else s.log_level
-        fileh.setLevel(getattr(logging, level.upper()))
-        fileh.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(message)s", masker))
-        log.addHandler(fileh)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
