@@ -34,6 +34,9 @@ class Option:
     # --no-update-initramfs and --update-initramfs: on the command line (the
     # later one wins) and as a config file key.
     opposite: str | None = None
+    # The default in words, where it is worked out at run time (the host's
+    # mirror, the current stable release...).
+    default_doc: str | None = None
 
     @property
     def dest(self) -> str:
@@ -63,18 +66,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("iso", S, "build a hybrid BIOS+UEFI live ISO in FILE", metavar="FILE", group="output",
            output=True),
     # what goes into the root filesystem
-    Option("mirror", S, "mirror to bootstrap from (default: the Debian mirror in the host's apt "
-           "sources)", metavar="URL"),
+    Option("mirror", S, "mirror to bootstrap from", metavar="URL",
+           default_doc="the Debian mirror in the host's apt sources"),
     Option("apt-mirror", S, "mirror the image's apt sources use (needs --configure-apt)",
            metavar="URL"),
-    Option("distribution", S, "codename or suite (default: current stable)", metavar="NAME"),
-    Option("arch", S, "Debian architecture to build (default: the host's)", metavar="ARCH"),
+    Option("distribution", S, "codename or suite", metavar="NAME", default_doc="current stable"),
+    Option("arch", S, "Debian architecture to build", metavar="ARCH", default_doc="the host's"),
     Option("debootstrapopts", L, "bootstrap options as KEY=VALUE words, e.g. "
            "'variant=minbase components=main,contrib'", metavar="OPTS"),
-    Option("bootstrap-tool", S, "tool that bootstraps the root (default: mmdebstrap)",
+    Option("bootstrap-tool", S, "tool that bootstraps the root",
            default="mmdebstrap", choices=("mmdebstrap", "debootstrap"), metavar="TOOL"),
-    Option("foreign", S, "qemu-user binfmt handler for a foreign --arch (default: the "
-           "registered one)", metavar="PATH"),
+    Option("foreign", S, "qemu-user binfmt handler for a foreign --arch", metavar="PATH",
+           default_doc="the registered one"),
     Option("package", L, "install PACKAGE (repeatable)", metavar="PACKAGE"),
     Option("custom-package", L, "install the package in this .deb file (repeatable)",
            metavar="DEB"),
@@ -85,8 +88,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-check-gpg", B, "do NOT verify the mirror's Release signature (insecure)",
            default=False, negatable=False),
     Option("cache-dir", S, "cache of downloaded packages and bootstrapped roots, shared "
-           "by builds (default: /var/cache/vmdebootstrap as root, else "
-           "$XDG_CACHE_HOME/vmdebootstrap, i.e. ~/.cache/vmdebootstrap)", metavar="DIR"),
+           "by builds", metavar="DIR", default_doc="/var/cache/vmdebootstrap as root, else "
+           "$XDG_CACHE_HOME/vmdebootstrap, i.e. ~/.cache/vmdebootstrap"),
     Option("no-cache", B, "neither use nor fill the caches", default=False, negatable=False),
     Option("refresh-cache", B, "rebuild the root even if the cache has it, and store it anew",
            default=False, negatable=False),
@@ -173,6 +176,31 @@ OPTIONS: tuple[Option, ...] = (
     Option("dry-run", B, "validate and print the plan; change nothing", default=False,
            group="run"),
 )
+
+def shown_default(opt: Option) -> str | None:
+    """The default as --help, the man page and the README show it: yes/no
+    for switches, once, or None when there is nothing to say."""
+    if opt.default_doc is not None:
+        return opt.default_doc
+    if opt.kind is Kind.BOOL:
+        if opt.name.startswith("no-") and not opt.default:
+            return None  # "--no-kernel (default: no)" says nothing
+        return "yes" if opt.default else "no"
+    if opt.default is None:
+        return None
+    return str(opt.default)
+
+
+def describe(opt: Option) -> str:
+    """An option's help text with its choices and default, once each."""
+    text = opt.help
+    if opt.choices:
+        text += f" (one of: {', '.join(opt.choices)})"
+    default = shown_default(opt)
+    if default is not None:
+        text += f" (default: {default})"
+    return text
+
 
 BY_NAME = {o.name: o for o in OPTIONS}
 # The other names of bool options, meaning the opposite value.
