@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import re
-import shutil
 import signal
 import sys
 import time
@@ -62,6 +61,7 @@ from vmdebootstrap.boot.qemu import (
     BootTestError,
     boot_plan,
     choose_accel,
+    missing_boot_tools,
     qemu_argv,
     qemu_running,
     scratch_dir,
@@ -105,12 +105,9 @@ class BootReport:
 def _check_can_boot(path: Path, firmware: str, arch: str) -> None:
     if not path.is_file():
         raise BootTestError(f"{path} does not exist")
-    if firmware not in FIRMWARES:
-        raise BootTestError(f"firmware must be one of {', '.join(FIRMWARES)}, "
-                            f"not {firmware!r}")
-    if shutil.which(QEMU_BINARIES.get(arch, "qemu-system-" + arch)) is None:
-        raise BootTestError(f"{QEMU_BINARIES.get(arch, arch)} is not installed "
-                            "(package qemu-system-x86 or qemu-system-arm)")
+    problems = missing_boot_tools(arch, [firmware])
+    if problems:
+        raise BootTestError("\n".join(problems))
 
 
 def _converse(con: Console, report: BootReport, *, arch: str, user: str | None,

@@ -32,26 +32,64 @@ from vmdebootstrap.host.run import Masker, kill_group, signals_held
 
 log = logging.getLogger("vmdebootstrap.boot.qemu")
 
-QEMU_BINARIES = {"amd64": "qemu-system-x86_64", "i386": "qemu-system-i386",
-                 "arm64": "qemu-system-aarch64"}
-# The guest's name for the serial port QEMU connects to its stdio ("-serial
-# stdio": the first UART of the machine): the getty and console= it needs.
-SERIAL_CONSOLES = {"amd64": "ttyS0", "i386": "ttyS0", "arm64": "ttyAMA0"}
-# (code, vars template) pairs, best first; vars None = one combined writable image.
-UEFI_FIRMWARE: dict[str, list[tuple[str, str | None]]] = {
-    "amd64": [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-              ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-              ("/usr/share/ovmf/OVMF.fd", None)],
-    "i386": [("/usr/share/OVMF/OVMF32_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF32_VARS_4M.fd")],
-    "arm64": [("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd")],
+
+@dataclass(frozen=True)
+class Firmware:
+    """UEFI firmware files for one architecture and the Debian package that
+    ships them: (code, vars template) pairs, best first; vars None = one
+    combined writable image."""
+    files: tuple[tuple[str, str | None], ...]
+    package: str
+
+
+@dataclass(frozen=True)
+class Guest:
+    """What booting one architecture needs from the host and which Debian
+    package provides it.  BIOS needs no check of its own: SeaBIOS comes with
+    qemu-system-x86 (a dependency)."""
+    qemu: str                # the emulator binary
+    qemu_package: str
+    machine: str             # QEMU's -machine
+    # The guest's name for the first UART, which "-serial stdio" connects to:
+    # the getty and console= the guest needs.
+    serial: str
+    uefi: Firmware
+    bios: bool = False
+    # Secure Boot: OVMF built to enforce it (it then needs SMM and a secure
+    # flash) with a variable store that has Microsoft's keys enrolled, as a
+    # PC sold with Windows has; Debian's ovmf ships both.
+    uefi_sb: Firmware | None = None
+
+
+_OVMF = "/usr/share/OVMF/"
+_AAVMF = "/usr/share/AAVMF/"
+# The one table of what each guest architecture needs; the dicts below are views of it.
+GUESTS: dict[str, Guest] = {
+    "amd64": Guest(
+        "qemu-system-x86_64", "qemu-system-x86", "q35", "ttyS0", bios=True,
+        uefi=Firmware(((_OVMF + "OVMF_CODE_4M.fd", _OVMF + "OVMF_VARS_4M.fd"),
+                       (_OVMF + "OVMF_CODE.fd", _OVMF + "OVMF_VARS.fd"),
+                       ("/usr/share/ovmf/OVMF.fd", None)), "ovmf"),
+        uefi_sb=Firmware(((_OVMF + "OVMF_CODE_4M.secboot.fd", _OVMF + "OVMF_VARS_4M.ms.fd"),
+                          (_OVMF + "OVMF_CODE.secboot.fd", _OVMF + "OVMF_VARS.ms.fd")),
+                         "ovmf")),
+    "i386": Guest(
+        "qemu-system-i386", "qemu-system-x86", "q35", "ttyS0", bios=True,
+        uefi=Firmware(((_OVMF + "OVMF32_CODE_4M.secboot.fd", _OVMF + "OVMF32_VARS_4M.fd"),),
+                      "ovmf-ia32")),
+    "arm64": Guest(
+        "qemu-system-aarch64", "qemu-system-arm", "virt", "ttyAMA0",
+        uefi=Firmware(((_AAVMF + "AAVMF_CODE.fd", _AAVMF + "AAVMF_VARS.fd"),),
+                      "qemu-efi-aarch64")),
+    "armhf": Guest(
+        "qemu-system-arm", "qemu-system-arm", "virt", "ttyAMA0",
+        uefi=Firmware(((_AAVMF + "AAVMF32_CODE.fd", _AAVMF + "AAVMF32_VARS.fd"),),
+                      "qemu-efi-arm")),
 }
-# Secure Boot: OVMF built to enforce it (it then needs SMM and a secure flash)
-# with a variable store that has Microsoft's keys enrolled, as a PC sold with
-# Windows has; Debian's ovmf ships both.  Same shape as UEFI_FIRMWARE.
-UEFI_SB_FIRMWARE: dict[str, list[tuple[str, str | None]]] = {
-    "amd64": [("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
-              ("/usr/share/OVMF/OVMF_CODE.secboot.fd", "/usr/share/OVMF/OVMF_VARS.ms.fd")],
-}
+QEMU_BINARIES = {arch: g.qemu for arch, g in GUESTS.items()}
+SERIAL_CONSOLES = {arch: g.serial for arch, g in GUESTS.items()}
+UEFI_FIRMWARE = {arch: list(g.uefi.files) for arch, g in GUESTS.items()}
+UEFI_SB_FIRMWARE = {arch: list(g.uefi_sb.files) for arch, g in GUESTS.items() if g.uefi_sb}
 # What --firmware boots with; uefi-sb is UEFI with Secure Boot enforced.
 FIRMWARES = ("bios", "uefi", "uefi-sb")
 # Seconds QEMU has to exit after SIGTERM before its process group gets SIGKILL.
@@ -68,13 +106,61 @@ def serial_console(arch: str) -> str:
 
 # ---- the command line -----------------------------------------------------------------
 
-def find_uefi_firmware(arch: str, exists: Callable[[str], bool] = os.path.isfile, *,
+def find_uefi_firmware(arch: str, exists: Callable[[str], bool] | None = None, *,
                        secure_boot: bool = False) -> tuple[str, str | None] | None:
+    exists = exists or os.path.isfile
     table = UEFI_SB_FIRMWARE if secure_boot else UEFI_FIRMWARE
     for code, vars_ in table.get(arch, []):
         if exists(code) and (vars_ is None or exists(vars_)):
             return code, vars_
     return None
+
+
+def _unsupported(arch: str) -> str:
+    return f"the boot test cannot boot {arch} guests, only {', '.join(GUESTS)}"
+
+
+def _firmware_problem(arch: str, firmware: str, exists: Callable[[str], bool]) -> str | None:
+    guest = GUESTS.get(arch)
+    if guest is None:
+        return _unsupported(arch)
+    if firmware == "bios":
+        return None if guest.bios else f"{arch} boots only with UEFI firmware, not bios"
+    if firmware not in FIRMWARES:
+        return f"firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}"
+    secure = firmware == "uefi-sb"
+    fw = guest.uefi_sb if secure else guest.uefi
+    if fw is None:
+        return f"there is no UEFI firmware with Secure Boot for {arch} guests"
+    if find_uefi_firmware(arch, exists, secure_boot=secure) is not None:
+        return None
+    code, vars_ = fw.files[0]
+    files = f"{code} with {vars_}" if vars_ else code
+    what = "UEFI firmware with Secure Boot" if secure else "UEFI firmware"
+    return f"no {what} for {arch} ({files}): install the {fw.package} package"
+
+
+def missing_boot_tools(arch: str, firmwares: Sequence[str], *,
+                       which: Callable[[str], str | None] | None = None,
+                       exists: Callable[[str], bool] | None = None) -> list[str]:
+    """What the host lacks to boot ``arch`` under each of ``firmwares``
+    (bios|uefi|uefi-sb), each problem naming the Debian package to install;
+    empty when everything is there.  ``which``/``exists`` default to
+    shutil.which and os.path.isfile."""
+    guest = GUESTS.get(arch)
+    if guest is None:
+        return [_unsupported(arch)]
+    which = which or shutil.which
+    exists = exists or os.path.isfile
+    problems = []
+    if which(guest.qemu) is None:
+        problems.append(f"{guest.qemu} is not installed: install the "
+                        f"{guest.qemu_package} package")
+    for firmware in dict.fromkeys(firmwares):  # each once, in order
+        problem = _firmware_problem(arch, firmware, exists)
+        if problem:
+            problems.append(problem)
+    return problems
 
 
 def _drive_value(path: Path) -> str:
@@ -102,11 +188,10 @@ class QemuPlan:
 
 
 def _machine(plan: QemuPlan) -> str:
-    if plan.arch == "arm64":
-        return "virt"
+    machine = GUESTS[plan.arch].machine
     # OVMF enforcing Secure Boot keeps its variables where only SMM code can
     # write them, so that a booted OS cannot change the keys.
-    return "q35,smm=on" if plan.firmware == "uefi-sb" else "q35"
+    return f"{machine},smm=on" if plan.firmware == "uefi-sb" and machine == "q35" else machine
 
 
 def _firmware_args(plan: QemuPlan) -> list[str]:
@@ -114,8 +199,8 @@ def _firmware_args(plan: QemuPlan) -> list[str]:
         raise BootTestError(f"firmware must be one of {', '.join(FIRMWARES)}, "
                             f"not {plan.firmware!r}")
     if plan.firmware == "bios":
-        if plan.arch == "arm64":
-            raise BootTestError("arm64 boots only with UEFI firmware")
+        if not GUESTS[plan.arch].bios:
+            raise BootTestError(f"{plan.arch} boots only with UEFI firmware")
         return []
     if plan.uefi_vars is None:
         raise BootTestError("UEFI boot needs a firmware variable store")
@@ -123,7 +208,7 @@ def _firmware_args(plan: QemuPlan) -> list[str]:
     if plan.uefi_code is None:
         return ["-drive", f"if=pflash,format=raw,unit=0,file={vars_file}"]
     secure = (["-global", "driver=cfi.pflash01,property=secure,value=on"]
-              if plan.firmware == "uefi-sb" and plan.arch != "arm64" else [])
+              if plan.firmware == "uefi-sb" and GUESTS[plan.arch].machine == "q35" else [])
     return [*secure, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
             f"file={_drive_value(Path(plan.uefi_code))}",
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
@@ -133,7 +218,7 @@ def _media_args(plan: QemuPlan) -> list[str]:
     if plan.image is None or plan.media is None:
         return []
     file = _drive_value(plan.image)
-    if plan.media == "iso" and plan.arch == "arm64":
+    if plan.media == "iso" and GUESTS[plan.arch].machine == "virt":
         return ["-device", "virtio-scsi-pci,id=scsi0",
                 "-drive", f"if=none,id=cd0,media=cdrom,readonly=on,format=raw,file={file}",
                 "-device", "scsi-cd,drive=cd0"]
@@ -159,13 +244,9 @@ def uefi_vars_copy(arch: str, directory: Path, *, secure_boot: bool = False
     """(code to map read-only or None, writable copy of the variable store in
     ``directory``) for booting ``arch`` with UEFI, Secure Boot or not."""
     fw = find_uefi_firmware(arch, secure_boot=secure_boot)
-    if fw is None and secure_boot:
-        known = [f"{code} with {vars_}" for code, vars_ in UEFI_SB_FIRMWARE.get(arch, [])]
-        raise BootTestError(f"no UEFI firmware with Secure Boot for {arch}"
-                            + (f" (install ovmf: {known[0]})" if known else ""))
     if fw is None:
-        raise BootTestError(f"no UEFI firmware for {arch} (install ovmf, "
-                            "or qemu-efi-aarch64 for arm64)")
+        problem = _firmware_problem(arch, "uefi-sb" if secure_boot else "uefi", os.path.isfile)
+        raise BootTestError(problem or f"no UEFI firmware for {arch}")
     vars_copy = directory / "efivars.fd"
     shutil.copyfile(fw[1] or fw[0], vars_copy)
     return (fw[0] if fw[1] else None), vars_copy
