@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmdebootstrap.host import progress
 from vmdebootstrap.host.faults import checkpoint
+from vmdebootstrap.host.progress import step
 from vmdebootstrap.host.publish import checksum_path
 from vmdebootstrap.host.resources import (
     chroot_mounts,
@@ -48,10 +50,6 @@ class Context:
     release: MirrorRelease
 
 
-def step(message: str) -> None:
-    log.info("%s", message)
-
-
 def build(plan: Plan, runner: Runner) -> list[Path]:
     started = time.monotonic()
     release = MirrorRelease(plan.mirror, plan.distribution)
@@ -66,15 +64,25 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
         else:
             ctx.root.mkdir()
             populate(ctx)
-            step(f"Writing the {plan.output} output")
-            written = kind.write(Job(plan, runner, ctx.root, work))
+            with step(f"Writing the {plan.output} output"), \
+                    progress.reading(progress.squash_percentage):
+                written = kind.write(Job(plan, runner, ctx.root, work))
         chown_outputs(written, plan.targets.owner)
-    log.info("build finished in %.0f s: %s", time.monotonic() - started,
-             ", ".join(str(p) for p in written))
+    log.info("wrote %s", ", ".join(str(p) for p in written))
     if plan.boot_test:
-        step("Boot test")
-        boot_check(plan, written[0])
+        with step("Boot test"):
+            boot_check(plan, written[0])
+    log.log(progress.STEP, "%s", summary(written[0], time.monotonic() - started))
     return written
+
+
+def summary(output: Path, seconds: float) -> str:
+    """The line that ends a build: what it wrote, how big, how long."""
+    if output.is_dir():
+        nbytes = sum(f.stat().st_size for f in output.iterdir() if f.is_file())
+    else:
+        nbytes = output.stat().st_size
+    return f"Built {output} ({progress.size(nbytes)}) in {progress.duration(seconds)}"
 
 
 def boot_check(plan: Plan, output: Path) -> None:
@@ -91,23 +99,25 @@ def populate(ctx: Context) -> None:
     """Bootstrap, configure and customise the root at ctx.root."""
     plan, runner, root = ctx.plan, ctx.runner, ctx.root
     with contextlib.ExitStack() as stack:
-        step(f"Bootstrapping {plan.distribution} {plan.arch} with {plan.bootstrap_tool}")
-        bootstrap_with_cache(plan, runner, root, ctx.work, ctx.release)
+        with step(f"Bootstrapping {plan.distribution} {plan.arch} with "
+                  f"{plan.bootstrap_tool}"), progress.reading(progress.AptCounter()):
+            bootstrap_with_cache(plan, runner, root, ctx.work, ctx.release)
         bs.install_handler(plan, root)
         stack.callback(bs.remove_handler, plan, root)
         checkpoint("bootstrap")
 
         stack.enter_context(host_resolv_conf(root))
-        step("Configuring the system")
-        configure(ctx)
+        with step("Configuring the system"):
+            configure(ctx)
         hook = plan.system.hook
         if hook:
-            step(f"Running the customisation hook {hook}")
-            with build_sources(plan, runner, root):
+            with step(f"Running the customisation hook {hook}"), \
+                    progress.reading(progress.AptCounter()), build_sources(plan, runner, root):
                 run_hook(runner, hook, root, str(plan.targets.path), hook_env(plan),
                          plan.system.hook_timeout)
         if cf.needs_initramfs_update(plan):
-            with chroot_mounts(runner, root), daemons_blocked(root):
+            with step("Updating the initramfs"), chroot_mounts(runner, root), \
+                    daemons_blocked(root):
                 cf.update_initramfs(plan, runner, root)
         cf.clean_apt(root)
         cf.remove_build_leftovers(root)
@@ -128,14 +138,13 @@ def configure(ctx: Context) -> None:
 def build_image(ctx: Context) -> list[Path]:
     """A disk image holds its root: build the root inside the attached image."""
     plan, runner = ctx.plan, ctx.runner
-    with image.staged_image(plan, runner) as staged:
-        with image.attached(plan, runner, staged, ctx.work) as target:
-            ctx.root = target.root
-            populate(ctx)
-            step("Installing the bootloader")
+    with image.staged_image(plan, runner) as staged, \
+            image.attached(plan, runner, staged, ctx.work) as target:
+        ctx.root = target.root
+        populate(ctx)
+        with step("Installing the bootloader"):
             image.install_bootloader(plan, runner, target)
-            listing = files.package_list(runner, ctx.root)
-        step("Writing the image")
+        listing = files.package_list(runner, ctx.root)
     # The package list appears only once its image has.
     return [plan.targets.path, checksum_path(plan.targets.path),
             *publish_pkglist(plan.targets.pkglist, listing)]

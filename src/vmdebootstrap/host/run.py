@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from types import FrameType
 from typing import IO, Protocol
 
 from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host import progress
 
 log = logging.getLogger("vmdebootstrap.host.run")
 
@@ -199,8 +201,11 @@ class _Output:
         self.threads.append(threading.Thread(target=target, args=(pipe,), daemon=True))
 
     def _stream(self, pipe: IO[bytes]) -> None:
-        for raw in iter(pipe.readline, b""):
-            line = self.mask(raw.decode("utf-8", "replace").rstrip("\n"))
+        for raw in _lines(pipe):
+            line = self.mask(raw.decode("utf-8", "replace"))
+            progress.STATUS.feed(line)
+            if progress.is_progress_bar(line):
+                continue
             self.tail.append(line)
             log.debug("%s: %s", self.label, line)
 
@@ -223,6 +228,17 @@ class _Output:
 
     def stdout(self) -> str:
         return b"".join(self.chunks).decode("utf-8", "replace") if self.capture else ""
+
+
+def _lines(pipe: IO[bytes]) -> Iterator[bytes]:
+    """The lines of a child's output as they come, a carriage return ending
+    one too: a progress bar redraws its line with them."""
+    pending = b""
+    while chunk := pipe.read1(65536):  # type: ignore[attr-defined]
+        *done, pending = re.split(rb"\r\n|\r|\n", pending + chunk)
+        yield from (line for line in done if line)
+    if pending:
+        yield pending
 
 
 def _child_env(args: Sequence[str], env: Mapping[str, str] | None) -> dict[str, str]:

@@ -54,8 +54,8 @@ def mksquashfs_argv(root: Path, output: Path, compression: str,
     timestamp from SOURCE_DATE_EPOCH in its environment (and refuses
     -mkfs-time / -all-time alongside it)."""
     comp, _, level = compression.partition(":")
-    argv = ["mksquashfs", str(root), str(output), "-noappend", "-comp", comp,
-            "-no-progress"]
+    # Its progress bar stays on: the status line shows its percentage.
+    argv = ["mksquashfs", str(root), str(output), "-noappend", "-comp", comp]
     if level:
         argv += ["-Xcompression-level", level]
     if comp == "xz":

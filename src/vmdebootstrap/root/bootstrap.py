@@ -23,7 +23,8 @@ APT_QUIET = ["-q", "-y", "-o", "Dpkg::Use-Pty=0", "-o", "APT::Color=0"]
 
 def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list[str]:
     argv = [
-        "mmdebstrap", "--mode=root", f"--architectures={plan.arch}",
+        # --verbose: apt's and dpkg's lines, which the progress display counts
+        "mmdebstrap", "--mode=root", "--verbose", f"--architectures={plan.arch}",
         f"--variant={plan.variant or 'debootstrap'}",
         f"--components={','.join(plan.components)}",
     ]
