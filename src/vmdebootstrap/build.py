@@ -65,7 +65,7 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
             ctx.root.mkdir()
             populate(ctx)
             with step(f"Writing the {plan.output} output"), \
-                    progress.reading(progress.squash_percentage):
+                    progress.reading(progress.output_progress):
                 written = kind.write(Job(plan, runner, ctx.root, work))
         chown_outputs(written, plan.targets.owner)
     log.info("wrote %s", ", ".join(str(p) for p in written))

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import pty
 import pwd
+import re
+import select
+import signal
 import stat
 import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +140,64 @@ def test_arm64_tarball_through_binfmt(tmp_path: Path) -> None:
                    check=True, capture_output=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "arm64.tar.gz", "arm64.tar.gz.packages", "arm64.tar.gz.sha256"]
+    # Under a pipe, without --verbose: the step lines and the last line only.
+    lines = run.stdout.splitlines()
+    assert lines[-1].startswith(f"Built {tarball} (") and "\x1b" not in run.stdout
+    assert all(STEP_LINE.match(line) for line in lines[:-1]), lines
+    assert any(line.startswith("Bootstrapping bookworm arm64 with mmdebstrap: ")
+               for line in lines)
+
+
+# "Configuring the system: 2 s", "Bootstrapping ...: 1 min 20 s"
+STEP_LINE = re.compile(r"^[A-Z].*: (\d+ s|\d+ min \d\d s|\d+ h \d\d min)$")
+
+
+def test_terminal_shows_live_progress(tmp_path: Path) -> None:
+    """On a terminal a status line moves: the step, its elapsed time and
+    apt's packages out of the total; it is wiped before each step line."""
+    tarball = tmp_path / "small.tar"
+    code, shown = on_terminal("--no-default-configs", "--no-cache", "--tarball", str(tarball),
+                              "--distribution", "bookworm", "--debootstrapopts",
+                              "variant=minbase", "--no-kernel")
+    assert code == 0, shown
+    assert re.search(r"\r\x1b\[KBootstrapping bookworm amd64 with mmdebstrap \[\d+ s\] "
+                     r"\d+/\d+ (packages downloaded|unpacked)", shown), shown
+    assert re.search(r"\r\x1b\[KBootstrapping bookworm amd64 with mmdebstrap: \d+ s\r?\n",
+                     shown), shown
+    assert re.search(rf"Built {re.escape(str(tarball))} \(\d+\.\d MiB\) in ", shown)
+
+
+def on_terminal(*args: str, timeout: float = 900) -> tuple[int, str]:
+    """Run vmdebootstrap with a pseudo-terminal as its stdout and stderr;
+    its exit status and everything it drew."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "vmdebootstrap", *args],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 5)[0]:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=max(1, deadline - time.monotonic()))
+    except BaseException:
+        proc.send_signal(signal.SIGINT)  # let the build unwind, as vmdebootstrap() does
+        try:
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+        raise
+    finally:
+        os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
 
 
 def test_failing_hook_fails_the_build_and_leaves_nothing(tmp_path: Path) -> None:

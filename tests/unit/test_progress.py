@@ -74,8 +74,8 @@ def test_apt_counter_counts_packages_not_indexes() -> None:
     count = progress.AptCounter()
     shown = [d for line in MMDEBSTRAP.splitlines() if (d := count(line)) is not None]
     assert shown[0] == "downloading packages with apt"
-    assert shown[-1] == "packages: 2/3 downloaded, 3/3 unpacked, 3/3 set up"
-    assert "packages: 2/2 downloaded" in shown
+    assert shown[-1] == "3/3 unpacked, 3/3 set up"
+    assert "2/2 packages downloaded" in shown
     assert count("Reading package lists...") is None
 
 
@@ -87,7 +87,10 @@ def test_apt_counter_reads_debootstrap() -> None:
 
 def test_squash_percentage() -> None:
     bar = "[=====-          ] 5800/54947  10%"
-    assert progress.squash_percentage(bar) == "10% (5800/54947 blocks)"
+    assert progress.squash_percentage(bar) == "mksquashfs 10% (5800/54947 blocks)"
+    assert progress.output_progress(bar) == "mksquashfs 10% (5800/54947 blocks)"
+    assert progress.output_progress("xorriso : UPDATE :  25.44% done, estimate finish "
+                                    "Wed Dec 02 15:20:01 2026") == "xorriso 25%"
     assert progress.is_progress_bar(bar)
     assert progress.squash_percentage("Creating 4.0 filesystem on o.sq") is None
     assert not progress.is_progress_bar("Exportable Squashfs 4.0 filesystem")
@@ -106,16 +109,16 @@ def test_status_line_drawn_on_a_terminal_only(status: progress.StatusLine) -> No
     pipe = io.StringIO()
     status.attach(pipe)
     with progress.step("Bootstrapping"):
-        progress.detail("packages: 3/9 unpacked")
+        progress.detail("3/9 unpacked, 1/9 set up")
     assert pipe.getvalue() == ""
 
     tty = Terminal()
     status.attach(tty)
     with progress.step("Bootstrapping"):
-        progress.detail("packages: 3/9 unpacked")
-        assert status.text().startswith("Bootstrapping [0 s] packages: 3/9")
+        progress.detail("3/9 unpacked, 1/9 set up")
+        assert status.text().startswith("Bootstrapping [0 s] 3/9 unpacked")
     shown = tty.getvalue()
-    assert "\r\x1b[KBootstrapping [0 s] packages: 3/9 unpacked" in shown
+    assert "\r\x1b[KBootstrapping [0 s] 3/9 unpacked, 1/9 set up" in shown
     assert shown.endswith("\r\x1b[K"), "the line is wiped when the step ends"
 
 
@@ -124,9 +127,9 @@ def test_reader_feeds_detail_while_reading(status: progress.StatusLine) -> None:
     with progress.step("Squashing"):
         with progress.reading(progress.squash_percentage):
             status.feed("[==    ] 20/40  50%")
-            assert status.detail == "50% (20/40 blocks)"
+            assert status.detail == "mksquashfs 50% (20/40 blocks)"
         status.feed("[===   ] 30/40  75%")
-        assert status.detail == "50% (20/40 blocks)", "no reader: lines say nothing"
+        assert status.detail == "mksquashfs 50% (20/40 blocks)", "no reader: no detail"
 
 
 def test_step_logs_its_time_or_nothing_when_it_fails(

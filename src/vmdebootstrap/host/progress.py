@@ -213,11 +213,11 @@ class AptCounter:
         return self.summary()
 
     def summary(self) -> str:
+        """The latest phase only, so the line stays short."""
         of = f"/{self.total}" if self.total else ""
-        parts = [f"{self.got}{of} downloaded"] if self.got else []
         if self.unpacked or self.set_up:
-            parts += [f"{self.unpacked}{of} unpacked", f"{self.set_up}{of} set up"]
-        return "packages: " + ", ".join(parts) if parts else ""
+            return f"{self.unpacked}{of} unpacked, {self.set_up}{of} set up"
+        return f"{self.got}{of} packages downloaded" if self.got else ""
 
 
 # mksquashfs's progress bar: "[=====-     ] 1234/5678  21%"
@@ -226,8 +226,19 @@ _SQUASH_BAR = re.compile(r"\]\s+(\d+)/(\d+)\s+(\d+)%\s*$")
 
 def squash_percentage(line: str) -> str | None:
     if m := _SQUASH_BAR.search(line):
-        return f"{m.group(3)}% ({m.group(1)}/{m.group(2)} blocks)"
+        return f"mksquashfs {m.group(3)}% ({m.group(1)}/{m.group(2)} blocks)"
     return None
+
+
+# "xorriso : UPDATE :  25.44% done, estimate finish ..."
+_XORRISO = re.compile(r"^xorriso : UPDATE :\s+(\d+)(?:\.\d+)?% done")
+
+
+def output_progress(line: str) -> str | None:
+    """mksquashfs's or xorriso's percentage, while an output is written."""
+    if m := _XORRISO.match(line):
+        return f"xorriso {m.group(1)}%"
+    return squash_percentage(line)
 
 
 def is_progress_bar(line: str) -> bool:
