@@ -97,7 +97,7 @@ SCENARIOS = [
              "--roottype", "btrfs", "--dry-run"), True,
              difference="grub, the default bootloader, boots a btrfs root"),
     Scenario("bootflag requires argument", ("--bootflag",), False,
-             ("--bootflag", "expected one argument")),
+             ("--bootflag: give it a value",)),
     Scenario("wheezy image does not support ext4", ("--image=FOO", "--roottype", "ext4",
              "--dry-run", "--distribution", "wheezy"), False,
              ("wheezy images using ext4 will not boot",)),

@@ -61,7 +61,8 @@ def test_dry_run_prints_the_plan(run_cli: RunCli, host: Host, out: Path,
     assert "dry run" in result.out
     assert str(out / "live.iso") in result.out and str(out / "live") in result.out
     (bootstrap,) = [line for line in result.out.splitlines() if line.startswith("bootstrap: ")]
-    assert bootstrap.startswith("bootstrap: mmdebstrap --mode=root --architectures=amd64")
+    assert bootstrap.startswith("bootstrap: mmdebstrap --mode=root ")
+    assert " --architectures=amd64 " in bootstrap
     assert bootstrap.endswith(f"trixie '<workdir>/root' {MIRROR}/")
     for package in plan.packages:
         assert package in bootstrap
@@ -84,7 +85,8 @@ def test_dry_run_shows_debootstrap_fallback(run_cli: RunCli) -> None:
     assert result.code == 0
     assert "bootstrap: debootstrap --arch=amd64 --variant=minbase --exclude=nano" in result.out
     assert "note: using debootstrap instead of mmdebstrap" in result.out
-    assert "using debootstrap instead of mmdebstrap" in result.err  # the warning
+    # Said once: in the plan, not logged as a warning as well.
+    assert (result.out + result.err).count("using debootstrap instead of mmdebstrap") == 1
 
 
 def test_dry_run_writes_nothing(run_cli: RunCli, tmp_path: Path, host: Host,
@@ -205,11 +207,12 @@ def test_a_multi_line_problem_stays_on_one_line(run_cli: RunCli,
 
 
 @pytest.mark.parametrize(("argv", "fragment"), [
-    (("--frobnicate",), "unrecognized arguments: --frobnicate"),
-    (("--tarball", "r.tar", "extra"), "unrecognized arguments: extra"),
-    (("--tarball",), "argument --tarball: expected one argument"),
-    (("--tarb", "r.tar"), "unrecognized arguments: --tarb"),  # no abbreviations
-    (("--no-no-kernel",), "unrecognized arguments: --no-no-kernel"),
+    (("--frobnicate",), "--frobnicate: no such option"),
+    (("--tarball", "r.tar", "extra"), "unexpected argument 3 'extra': vmdebootstrap takes "
+     "no positional arguments; options start with --"),
+    (("--tarball",), "--tarball: give it a value"),
+    (("--tarb", "r.tar"), "--tarb: no such option; did you mean --tarball?"),  # no abbreviations
+    (("--no-no-kernel",), "--no-no-kernel: no such option; did you mean --no-kernel?"),
     (("--size", "12Q", "--tarball", "r.tar"), "--size: '12Q' is not a size"),
     (("--tarball", "r.tar", "--roottype", "zfs"), "--roottype: 'zfs' is not one of"),
     (("--tarball", "r.tar", "--log-level", "loud"), "--log-level: 'loud' is not one of"),

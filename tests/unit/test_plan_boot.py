@@ -23,7 +23,7 @@ def test_bootable_outputs(output: str) -> None:
     assert boot_problems(Settings(boot_test=True, serial_console=True), output) == []
 
 
-@pytest.mark.parametrize("output", ["tarball", "squash", "none"])
+@pytest.mark.parametrize("output", ["tarball", "squash"])
 def test_outputs_that_cannot_be_booted(output: str) -> None:
     assert boot_problems(Settings(boot_test=True, serial_console=True), output) == [
         "--boot-test needs a bootable output: --iso or --image"]

@@ -47,7 +47,7 @@ def check_disk(s: Settings, target: Target, output: str, variant: str | None,
     problems = uefi_problems(s, target)
     if output == "image":
         problems += image_problems(s, target) + size_problems(s, variant)
-    elif s.convert_qcow2:
+    elif s.convert_qcow2 and output != "none":
         problems.append("--convert-qcow2 only applies to --image")
     found.problems.extend(problems)
     if output == "image" and target.known_arch and not problems:

@@ -20,6 +20,8 @@ ISO_ONLY = ("installer", "splash", "preseed")
 
 def check_iso(s: Settings, target: Target, mirror: str, output: str,
               found: Findings) -> None:
+    if output == "none":
+        return  # no output (or several): only that is said
     if output != "iso":
         found.problems.extend(f"--{name} only applies to --iso"
                               for name in ISO_ONLY if getattr(s, name))

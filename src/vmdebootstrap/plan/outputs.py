@@ -20,6 +20,8 @@ COMPRESSORS = ("xz", "zstd", "gzip", "lz4", "lzo", "lzma")
 # mksquashfs -Xcompression-level ranges; the other compressors take no level.
 COMPRESSION_LEVELS = {"gzip": (1, 9), "lzo": (1, 9), "zstd": (1, 22)}
 PATH_OPTIONS = (*OUTPUT_KINDS, "log")
+# --dump-config leaves this one out: a config file often serves several outputs.
+NO_OUTPUT = "no output given: use one of --image, --tarball, --squash or --iso"
 
 
 def check_outputs(s: Settings, host: Host, found: Findings) -> str:
@@ -28,8 +30,7 @@ def check_outputs(s: Settings, host: Host, found: Findings) -> str:
     if "--iso" in outputs and "--squash" in outputs:
         outputs = [o for o in outputs if o != "--squash"]  # kept beside the ISO
     if not outputs:
-        found.problems.append("no output given: use one of --image, --tarball, --squash "
-                              "or --iso")
+        found.problems.append(NO_OUTPUT)
     elif len(outputs) > 1:
         found.problems.append(f"only one output per run: {' and '.join(outputs)} were "
                               "given together")
