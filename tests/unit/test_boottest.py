@@ -261,6 +261,13 @@ def mbr(types: list[int], boot_code: bool) -> bytearray:
     return sector
 
 
+def iso_bytes() -> bytes:
+    """The start of an ISO 9660 image that is not hybrid: no partition table."""
+    head = bytearray(0x8800)
+    head[0x8000:0x8006] = b"\x01CD001"
+    return bytes(head)
+
+
 def gpt_disk(esp: bool, boot_code: bool) -> bytes:
     disk = mbr([0xEE], boot_code)
     disk[512:520] = b"EFI PART"
@@ -477,23 +484,30 @@ def test_unknown_host_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     assert qemu.choose_accel("auto", "amd64", kvm_device_ok=True,
                              probe=lambda a: pytest.fail("probed")) == "tcg"
     image = tmp_path / "live.iso"
-    image.write_bytes(b"\0" * 4096)
+    image.write_bytes(iso_bytes())
     assert bt.main([str(image)]) == 1
     assert "unknown host machine type 'vax'" in capsys.readouterr().err
 
 
 def test_main_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    assert bt.main([str(tmp_path / "nope.iso")]) == 1
+    assert bt.main([str(tmp_path / "nope.iso")]) == 2
     assert "does not exist" in capsys.readouterr().err
     # the handlers main installed are gone again
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
+@pytest.fixture
+def tools_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """main's check for QEMU and firmware passes, whatever this host has."""
+    monkeypatch.setattr(bt, "missing_boot_tools", lambda arch, firmwares: [])
+
+
+@pytest.mark.usefixtures("tools_installed")
 def test_main_boots_each_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     image = tmp_path / "live.iso"
-    image.write_bytes(b"\0" * 4096)
+    image.write_bytes(iso_bytes())
     seen: list[tuple[str, str | None]] = []
 
     def fake_boot_test(path: Path, **kw: object) -> bt.BootReport:
@@ -514,13 +528,14 @@ def test_main_boots_each_firmware(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert seen == [("bios", None)]
 
 
+@pytest.mark.usefixtures("tools_installed")
 def test_main_starts_the_installer_under_each_firmware(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     from vmdebootstrap.boot.installer import InstallerReport
 
     image = tmp_path / "live.iso"
-    image.write_bytes(b"\0" * 4096)
+    image.write_bytes(iso_bytes())
     seen: list[str] = []
 
     def fake_start(path: Path, **kw: object) -> InstallerReport:
@@ -539,8 +554,8 @@ def test_main_starts_the_installer_under_each_firmware(
     assert "bios: the installer asks '[!!] Select a language' after 50.0 s: OK" in out
     assert "uefi: the boot menu never showed an Install entry" in err
     disk = tmp_path / "disk.img"
-    disk.write_bytes(b"\0" * 4096)
-    assert bt.main([str(disk), "--installer"]) == 1
+    disk.write_bytes(mbr([0x83], boot_code=True))
+    assert bt.main([str(disk), "--installer"]) == 2
     assert "--installer: " in capsys.readouterr().err and seen == ["bios", "uefi"]
 
 
@@ -548,7 +563,7 @@ def test_boot_test_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(bt.BootTestError, match="does not exist"):
         bt.boot_test(tmp_path / "x.iso", firmware="bios", arch="amd64", user=None,
                      password=None, command=None, timeout=1)
-    (tmp_path / "x.iso").write_bytes(b"")
+    (tmp_path / "x.iso").write_bytes(iso_bytes())
     with pytest.raises(bt.BootTestError, match="firmware"):
         bt.boot_test(tmp_path / "x.iso", firmware="coreboot", arch="amd64", user=None,
                      password=None, command=None, timeout=1)
@@ -677,7 +692,7 @@ def test_signal_to_boottest_stops_qemu_and_exits_128_plus_signal(
         sig: signal.Signals, status: int) -> None:
     env, pids_file = fake_qemu
     image = tmp_path / "live.iso"
-    image.write_bytes(b"\0" * 4096)
+    image.write_bytes(iso_bytes())
     code = "import sys; from vmdebootstrap.boot.boottest import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(image), "--arch", "amd64", "--firmware", "bios",
@@ -909,11 +924,12 @@ def test_plain_uefi_does_not_ask_about_secure_boot() -> None:
     assert not any(bc.SECURE_BOOT_VAR in line for line in guest.typed)
 
 
+@pytest.mark.usefixtures("tools_installed")
 def test_firmware_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     assert bt.parse_args(["x.iso", "--firmware", "uefi-sb"]).firmware == "uefi-sb"
     image = tmp_path / "live.iso"
-    image.write_bytes(b"\0" * 4096)
+    image.write_bytes(iso_bytes())
     seen: list[str] = []
 
     def fake_boot_test(path: Path, **kw: object) -> bt.BootReport:

@@ -15,8 +15,14 @@ keys enrolled as on a PC sold with Windows) the guest must also report
 Secure Boot enabled, and a loader the firmware refuses fails the test at
 once, saying so.
 
-This module is the flow and the command line; boot/qemu.py runs QEMU,
-boot/media.py tells what is booted and boot/console.py talks to the guest.
+Everything that can be checked is checked before QEMU starts: FILE is a
+readable ISO, disk image with a partition table or qcow2 (media.check_image)
+and QEMU and the firmware for each boot are installed
+(qemu.missing_boot_tools); a refusal exits 2 and starts nothing.
+
+This module is the flow; boot/boottest_args.py is the command line,
+boot/qemu.py runs QEMU, boot/media.py tells what is booted and
+boot/console.py talks to the guest.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from vmdebootstrap.boot.boottest_args import parse_args
 from vmdebootstrap.boot.console import (
     FATAL,
     KERNEL_SECURE_BOOT,
@@ -46,19 +53,19 @@ from vmdebootstrap.boot.console import (
     login_and_run,
     run_in_shell,
     secure_boot_state,
+    silent,
 )
 from vmdebootstrap.boot.installer import start_installer
 from vmdebootstrap.boot.media import (
+    check_image,
     default_firmwares,
-    detect_media,
     disk_header,
     efi_loader_signed,
-    read_header,
 )
 from vmdebootstrap.boot.qemu import (
     FIRMWARES,
-    QEMU_BINARIES,
     BootTestError,
+    BootTestRefused,
     boot_plan,
     choose_accel,
     missing_boot_tools,
@@ -73,8 +80,8 @@ from vmdebootstrap.host.binfmt import host_arch
 from vmdebootstrap.host.passwords import split_user
 from vmdebootstrap.host.run import Masker, SubprocessRunner
 
-__all__ = ["BootReport", "BootTestError", "boot_test", "check_output", "main", "parse_args",
-           "parse_user"]
+__all__ = ["BootReport", "BootTestError", "BootTestRefused", "boot_test", "check_output",
+           "main", "parse_args", "parse_user"]
 
 log = logging.getLogger("vmdebootstrap.boot.boottest")
 
@@ -83,7 +90,7 @@ def parse_user(value: str) -> tuple[str, str | None]:
     """'NAME/PASSWORD' -> (name, password); 'NAME/' -> empty password; 'NAME' -> None."""
     name, password = split_user(value)
     if not re.fullmatch(r"[a-z_][a-z0-9_.-]*\$?", name):
-        raise BootTestError(f"--user: {name!r} is not a user name")
+        raise BootTestRefused(f"--user: {name!r} is not a user name")
     return name, (password if "/" in value else None)
 
 
@@ -102,22 +109,28 @@ class BootReport:
 
 # ---- one boot -------------------------------------------------------------------------
 
-def _check_can_boot(path: Path, firmware: str, arch: str) -> None:
-    if not path.is_file():
-        raise BootTestError(f"{path} does not exist")
-    problems = missing_boot_tools(arch, [firmware])
+def _check_tools(arch: str, firmwares: Sequence[str]) -> None:
+    problems = missing_boot_tools(arch, firmwares)
     if problems:
-        raise BootTestError("\n".join(problems))
+        raise BootTestRefused(problems)
+
+
+def _doing(command: str | None, user: str) -> str:
+    """What the status says while the command runs."""
+    if command:
+        return "running the command"
+    return "reading /etc/debian_version" if user == "root" else "checking sudo"
 
 
 def _converse(con: Console, report: BootReport, *, arch: str, user: str | None,
               password: str | None, command: str | None, started: float,
-              timeout: float) -> None:
+              timeout: float, status: Callable[[str], None] = silent) -> None:
     """Wait for the login prompt (no user) or log in and run the command;
     under uefi-sb, also ask the guest whether Secure Boot is on.  The
-    outcome goes into ``report``."""
+    outcome goes into ``report``; ``status`` hears each new wait."""
     try:
         if user is None:
+            status("waiting for the login prompt")
             found = con.expect([LOGIN, FATAL], timeout)
             if found is None or found[0] != 0:
                 raise BootFailed(f"no login prompt on {serial_console(arch)}" if found is None
@@ -127,7 +140,8 @@ def _converse(con: Console, report: BootReport, *, arch: str, user: str | None,
         else:
             session = login_and_run(con, user=user, password=password,
                                     command=command or default_command(user),
-                                    started=started, deadline=started + timeout)
+                                    started=started, deadline=started + timeout,
+                                    status=status, doing=_doing(command, user))
             report.seconds_to_login = session.seconds_to_login
             report.command_output = session.output
             report.returncode = session.returncode
@@ -135,6 +149,7 @@ def _converse(con: Console, report: BootReport, *, arch: str, user: str | None,
             if not report.ok:
                 report.error = f"the command exited with status {session.returncode}"
         if report.ok and report.firmware == "uefi-sb":
+            status("checking Secure Boot")
             _check_secure_boot(con, report, logged_in=user is not None,
                                deadline=started + timeout)
     except (BootFailed, ConsoleClosed, BrokenPipeError) as e:
@@ -169,13 +184,18 @@ def boot_test(path: Path, *, firmware: str, arch: str, user: str | None,
               password: str | None, command: str | None, timeout: float,
               accel: str = "auto", log: Callable[[str], None] = log.info,
               media: str | None = None, memory: int = 1024,
-              console: TextIO | None = None) -> BootReport:
+              console: TextIO | None = None,
+              status: Callable[[str], None] | None = None) -> BootReport:
     """Boot ``path`` once with ``firmware`` (bios|uefi|uefi-sb) and, if ``user`` is
     given, log in and run ``command``.  Without a user, reaching the login prompt
-    is the test.  Under uefi-sb the guest must also report Secure Boot enabled."""
-    _check_can_boot(path, firmware, arch)
-    media = media or detect_media(path, read_header(path))
-    accel = choose_accel(accel, arch)
+    is the test.  Under uefi-sb the guest must also report Secure Boot enabled.
+    BootTestRefused, before anything starts, when ``path``, ``media`` or the
+    host's QEMU and firmware cannot do it.  ``status`` hears a short phrase
+    each time the test starts waiting for something new."""
+    say = status or silent
+    media, _ = check_image(path, media)
+    _check_tools(arch, [firmware])
+    accel = choose_accel(accel, arch, status=say)
     masker = Masker()
     if password:
         masker.add(password)
@@ -185,30 +205,38 @@ def boot_test(path: Path, *, firmware: str, arch: str, user: str | None,
         argv = qemu_argv(plan)
         errlog = tmp / "qemu.stderr"
         log(f"{firmware}: booting {path.name} ({media}, {accel})")
+        say(f"starting QEMU ({firmware}, {accel})")
         started = time.monotonic()
         report = BootReport(firmware, accel, None, "", False)
         with errlog.open("wb") as err, qemu_running(argv, stderr=err) as proc:
             con = serial_of(proc, echo=console, masker=masker)
             _converse(con, report, arch=arch, user=user, password=password,
-                      command=command, started=started, timeout=timeout)
+                      command=command, started=started, timeout=timeout, status=say)
             report.console_tail = con.tail()
+            say("stopping QEMU")
         if not report.ok and report.error:
             report.error += _qemu_said(errlog, masker)
     return report
 
 
 def check_output(path: Path, *, arch: str, user: str | None, password: str | None,
-                 timeout: float = 900, log: Callable[[str], None] = log.info) -> list[BootReport]:
+                 timeout: float = 900, log: Callable[[str], None] = log.info,
+                 status: Callable[[str], None] | None = None) -> list[BootReport]:
     """Boot a freshly built output under each firmware it is made for
-    (--boot-test); raise BootTestError unless every boot logged in."""
-    media = detect_media(path, read_header(path))
+    (--boot-test); raise BootTestError unless every boot logged in, and
+    BootTestRefused before the first boot if one of them cannot start.
+    ``status`` hears what each boot waits for (see boot_test)."""
+    media, _ = check_image(path)
     runner = SubprocessRunner()
     header = disk_header(path, media, runner)
+    firmwares = default_firmwares(media, arch, header,
+                                  signed=efi_loader_signed(path, media, arch, runner))
+    _check_tools(arch, firmwares)
     reports = []
-    for fw in default_firmwares(media, arch, header,
-                                signed=efi_loader_signed(path, media, arch, runner)):
+    for fw in firmwares:
         report = boot_test(path, firmware=fw, arch=arch, user=user, password=password,
-                           command=None, timeout=timeout, log=log, media=media)
+                           command=None, timeout=timeout, log=log, media=media,
+                           status=status)
         login = ("never" if report.seconds_to_login is None
                  else f"{report.seconds_to_login:.0f} s")
         secure = f", Secure Boot {report.secure_boot}" if report.secure_boot else ""
@@ -223,43 +251,6 @@ def check_output(path: Path, *, arch: str, user: str | None, password: str | Non
 
 # ---- command line ---------------------------------------------------------------------
 
-def _default_arch() -> str | None:
-    try:
-        return host_arch()
-    except VmdebootstrapError:
-        return None  # main reports it, unless --arch is given
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="vmdebootstrap-boottest",
-        description="Boot an ISO or disk image in QEMU, log in on the serial console "
-                    "and run a command.")
-    p.add_argument("file", metavar="FILE", type=Path, help="an .iso, raw disk image or .qcow2")
-    p.add_argument("--firmware", choices=(*FIRMWARES, "both", "all"),
-                   help="uefi-sb: UEFI enforcing Secure Boot with Microsoft's keys; "
-                   "both: bios and uefi; all: bios, uefi and uefi-sb (default: what FILE "
-                   "is made for: bios and uefi for ISOs, and uefi-sb when its UEFI loader "
-                   "is signed; for disks what their partitions suggest)")
-    p.add_argument("--arch", default=_default_arch(), choices=sorted(QEMU_BINARIES))
-    p.add_argument("--media", choices=("iso", "raw", "qcow2"),
-                   help="boot FILE as a CD (iso) or disk (default: from name and contents)")
-    p.add_argument("--user", metavar="NAME/PASSWORD",
-                   help="log in as NAME; 'NAME/' = empty password, 'NAME/-' = read it from stdin")
-    p.add_argument("--command", help="run this after logging in (default: cat "
-                   "/etc/debian_version, plus a sudo check for non-root users); "
-                   "the shell variable $PASSWORD holds the password")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per boot (600)")
-    p.add_argument("--memory", type=int, default=1024, help="MiB (1024)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
-    p.add_argument("--installer", action="store_true",
-                   help="instead of logging in, start the ISO's Install entry (--installer "
-                   "builds) from the boot menu and wait for d-i's first question")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="stream the serial console to stderr")
-    return p.parse_args(argv)
-
-
 class Stopped(KeyboardInterrupt):
     """SIGTERM or SIGHUP arrived: stop like Ctrl-C, exit with 128 + its number."""
 
@@ -273,15 +264,6 @@ STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # SIGINT is Python's Keyboar
 
 def _stop(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(signum)
-
-
-def _credentials(value: str | None) -> tuple[str | None, str | None]:
-    if not value:
-        return None, None
-    user, password = parse_user(value)
-    if password == "-":
-        password = sys.stdin.readline().rstrip("\n")
-    return user, password
 
 
 def _firmwares(choice: str | None, media: str, arch: str, header: bytes,
@@ -309,26 +291,35 @@ def _print_report(fw: str, report: BootReport, verbose: bool) -> None:
             print(f"--- last console output ---\n{report.console_tail}", file=sys.stderr)
 
 
-def _boot_all(args: argparse.Namespace) -> bool:
-    """Boot FILE under each firmware asked for; True if every boot passed."""
-    user, password = _credentials(args.user)
+def _prepare(args: argparse.Namespace) -> tuple[str, str, list[str]]:
+    """(arch, media, firmwares) for booting FILE as asked; BootTestRefused
+    unless FILE, the options and the host's QEMU and firmware allow it."""
     arch: str = args.arch or host_arch()
     path: Path = args.file
-    if not path.is_file():
-        raise BootTestError(f"{path} does not exist")
-    media = args.media or detect_media(path, read_header(path))
+    media, _ = check_image(path, args.media)
     if args.installer and media != "iso":
-        raise BootTestError(f"--installer: {path} is not booted as an ISO (name it .iso "
-                            "or pass --media iso)")
+        raise BootTestRefused(f"--installer: {path} is not booted as an ISO (name it .iso "
+                              "or pass --media iso)")
     runner = SubprocessRunner()
     header = disk_header(path, media, runner)
+    firmwares = _firmwares(args.firmware, media, arch, header,
+                           lambda: efi_loader_signed(path, media, arch, runner))
+    _check_tools(arch, firmwares)
+    return arch, media, firmwares
+
+
+def _boot_all(args: argparse.Namespace) -> bool:
+    """Boot FILE under each firmware asked for; True if every boot passed."""
+    user, password = parse_user(args.user) if args.user else (None, None)
+    arch, media, firmwares = _prepare(args)
+    if password == "-":  # read only once nothing stands in the way
+        password = sys.stdin.readline().rstrip("\n")
     ok = True
-    for fw in _firmwares(args.firmware, media, arch, header,
-                         lambda: efi_loader_signed(path, media, arch, runner)):
+    for fw in firmwares:
         if args.installer:
-            ok = _start_installer(path, fw, arch, args) and ok
+            ok = _start_installer(args.file, fw, arch, args) and ok
             continue
-        report = boot_test(path, firmware=fw, arch=arch, user=user, password=password,
+        report = boot_test(args.file, firmware=fw, arch=arch, user=user, password=password,
                            command=args.command, timeout=args.timeout, accel=args.accel,
                            log=lambda msg: print(msg, file=sys.stderr), media=media,
                            memory=args.memory, console=sys.stderr if args.verbose else None)
@@ -357,6 +348,10 @@ def _run(args: argparse.Namespace) -> int:
         name = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
         print(f"interrupted{name}", file=sys.stderr)
         return 128 + signum
+    except BootTestRefused as e:
+        for problem in e.problems:
+            print(f"vmdebootstrap-boottest: error: {problem}", file=sys.stderr)
+        return e.exit_code
     except VmdebootstrapError as e:
         print(f"vmdebootstrap-boottest: {e}", file=sys.stderr)
         return e.exit_code

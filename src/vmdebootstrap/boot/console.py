@@ -167,9 +167,16 @@ class Session:
     returncode: int
 
 
+def silent(_what: str) -> None:
+    """A status callback that tells no one."""
+
+
 def login_and_run(console: Console, *, user: str, password: str | None, command: str,
-                  started: float, deadline: float) -> Session:
-    """Log in on ``console`` and run ``command``; BootFailed says how far it got."""
+                  started: float, deadline: float, status: Callable[[str], None] = silent,
+                  doing: str = "running the command") -> Session:
+    """Log in on ``console`` and run ``command``; BootFailed says how far it got.
+    ``status`` hears each new thing it waits for; ``doing`` is what it says
+    while ``command`` runs."""
     def left() -> float:
         return max(0.0, deadline - console.clock())
 
@@ -179,7 +186,9 @@ def login_and_run(console: Console, *, user: str, password: str | None, command:
 
     if password is not None:
         console.mask.add(password)
+    status("waiting for the login prompt")
     expect([LOGIN], left(), "waiting for the login prompt")
+    status(f"logging in as {user}")
     for attempt in range(3):
         console.send(user)
         found = expect([PASSWORD, INCORRECT, FORCED_CHANGE, LOGIN], 60, "waiting for Password:")
@@ -211,6 +220,7 @@ def login_and_run(console: Console, *, user: str, password: str | None, command:
         console.send(" printf 'VMDBT_%s_PW:' $((6*7)); IFS= read -r PASSWORD")
         expect([PW_PROMPT], left(), "waiting for the shell to read the password")
         console.send(password, secret=True)
+    status(doing)
     output, returncode = run_in_shell(console, command, deadline)
     return Session(seconds, output, returncode)
 

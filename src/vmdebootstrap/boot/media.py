@@ -9,7 +9,7 @@ import struct
 import uuid
 from pathlib import Path
 
-from vmdebootstrap.boot.qemu import UEFI_SB_FIRMWARE, scratch_dir
+from vmdebootstrap.boot.qemu import UEFI_SB_FIRMWARE, BootTestRefused, scratch_dir
 from vmdebootstrap.host.run import Runner
 
 ESP_TYPE_GUID = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").bytes_le
@@ -19,15 +19,85 @@ EFI_LOADERS = {"amd64": "/EFI/boot/bootx64.efi", "i386": "/EFI/boot/bootia32.efi
                "arm64": "/EFI/boot/bootaa64.efi"}
 
 
-def detect_media(path: Path, header: bytes) -> str:
-    """'iso' (boot as a CD), 'qcow2' or 'raw' (boot as a disk).
+# What the first sectors of a bootable file start with.
+QCOW2_MAGIC = b"QFI\xfb"                 # at 0
+ISO9660_MAGIC = (0x8001, b"CD001")       # the primary volume descriptor, sector 16
+MBR_SIGNATURE = (510, b"\x55\xaa")
+GPT_SIGNATURE = (512, b"EFI PART")       # LBA 1, for a GPT without a protective MBR
+_KINDS = {"qcow2": "a qcow2 image", "iso": "an ISO 9660 image",
+          "disk": "a disk image with a partition table"}
 
-    A hybrid ISO copied to a file not named ``.iso`` is booted as a disk."""
-    if header[:4] == b"QFI\xfb":
+
+def _at(header: bytes, where: tuple[int, bytes]) -> bool:
+    offset, magic = where
+    return header[offset:offset + len(magic)] == magic
+
+
+def contents(header: bytes) -> set[str]:
+    """What the first sectors say the file holds: 'qcow2', 'iso' (ISO 9660)
+    and/or 'disk' (an MBR or GPT partition table); a hybrid ISO is both
+    'iso' and 'disk'; empty for anything else."""
+    if header[:len(QCOW2_MAGIC)] == QCOW2_MAGIC:
+        return {"qcow2"}
+    found = {"iso"} if _at(header, ISO9660_MAGIC) else set()
+    if _at(header, MBR_SIGNATURE) or _at(header, GPT_SIGNATURE):
+        found.add("disk")
+    return found
+
+
+def describe_contents(kinds: set[str]) -> str:
+    if kinds == {"iso", "disk"}:
+        return "a hybrid ISO (an ISO 9660 image with a partition table)"
+    return " and ".join(_KINDS[k] for k in sorted(kinds)) or "not a bootable image"
+
+
+def detect_media(path: Path, header: bytes) -> str:
+    """'iso' (boot as a CD), 'qcow2' or 'raw' (boot as a disk), from the
+    contents; the name decides only for a hybrid ISO (both a CD and a disk):
+    copied to a file not named ``.iso`` it is booted as a disk."""
+    kinds = contents(header)
+    if "qcow2" in kinds:
         return "qcow2"
-    if path.suffix.lower() == ".iso":
+    if kinds == {"iso"}:
         return "iso"
-    return "raw"
+    # a hybrid ISO, or contents not checked (check_image refuses those)
+    hybrid_or_unknown = "iso" in kinds or not kinds
+    return "iso" if hybrid_or_unknown and path.suffix.lower() == ".iso" else "raw"
+
+
+def _media_problem(path: Path, media: str, kinds: set[str]) -> str | None:
+    """Why --media ``media`` contradicts what ``path`` holds, if it does."""
+    wanted = {"iso": "iso", "raw": "disk", "qcow2": "qcow2"}[media]
+    if wanted in kinds:
+        return None
+    hint = {"iso": "boot it as a CD with --media iso", "disk": "boot it as a disk with "
+            "--media raw", "qcow2": "boot it with --media qcow2"}
+    other = sorted(kinds)[0]
+    return (f"--media {media}, but {path} is {describe_contents(kinds)}, not "
+            f"{_KINDS[wanted]}: {hint[other]}, or leave --media out")
+
+
+def check_image(path: Path, media: str | None = None) -> tuple[str, bytes]:
+    """(media to boot ``path`` as, its first HEADER_BYTES) after checking that
+    it is a readable ISO, disk image with a partition table or qcow2, and
+    that ``media`` (--media) agrees with its contents; BootTestRefused says why not."""
+    if not path.exists():
+        raise BootTestRefused(f"{path} does not exist")
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise BootTestRefused(f"{path} is {what}: the boot test boots image files")
+    try:
+        header = read_header(path)
+    except OSError as e:
+        raise BootTestRefused(f"cannot read {path}: {e.strerror or e}") from e
+    kinds = contents(header)
+    if not kinds:
+        raise BootTestRefused(f"{path} is not an ISO, a disk image with a partition table, "
+                              "or a qcow2 image")
+    problem = _media_problem(path, media, kinds) if media else None
+    if problem:
+        raise BootTestRefused(problem)
+    return media or detect_media(path, header), header
 
 
 def esp_offset(header: bytes) -> int | None:

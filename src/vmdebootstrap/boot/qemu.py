@@ -100,6 +100,17 @@ class BootTestError(VmdebootstrapError):
     """The boot test could not be set up (bad options, missing QEMU/firmware)."""
 
 
+class BootTestRefused(BootTestError):
+    """What was asked cannot be booted (not an image, missing QEMU or
+    firmware): found before QEMU starts, one line per problem."""
+
+    exit_code = 2  # as a usage error: nothing was started
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else problems
+        super().__init__("\n".join(self.problems))
+
+
 def serial_console(arch: str) -> str:
     return SERIAL_CONSOLES.get(arch, "ttyS0")
 
@@ -346,9 +357,11 @@ def _this_host() -> str | None:
 
 def choose_accel(requested: str, arch: str, *, host: str | None = None,
                  kvm_device_ok: bool | None = None,
-                 probe: Callable[[str], bool] | None = None) -> str:
+                 probe: Callable[[str], bool] | None = None,
+                 status: Callable[[str], None] | None = None) -> str:
     """'kvm' or 'tcg'.  With 'auto', KVM only if a short real boot proves it works
-    (a nested /dev/kvm can exist and hang every guest)."""
+    (a nested /dev/kvm can exist and hang every guest).  ``status`` hears
+    when that boot starts: it can take PROBE_SECONDS."""
     if requested in ("kvm", "tcg"):
         return requested
     if requested != "auto":
@@ -359,6 +372,8 @@ def choose_accel(requested: str, arch: str, *, host: str | None = None,
     if host is None or not kvm_candidate(arch, host, kvm_device_ok):
         return "tcg"
     if arch not in _KVM_CACHE:
+        if status:
+            status("checking that KVM runs a guest")
         _KVM_CACHE[arch] = (probe or probe_kvm)(arch)
         log.info("KVM probe for %s: %s", arch, "works" if _KVM_CACHE[arch] else
                  "guest makes no progress, using TCG")
