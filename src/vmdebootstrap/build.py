@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from vmdebootstrap.host.resources import (
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import files, image
-from vmdebootstrap.outputs.kinds import KINDS, Job, chown_outputs, publish_pkglist
+from vmdebootstrap.outputs.kinds import KINDS, Job, apply_umask, chown_outputs, publish_pkglist
 from vmdebootstrap.root import bootstrap as bs
 from vmdebootstrap.root import configure as cf
 from vmdebootstrap.root import reproducible
@@ -56,6 +57,12 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
     plan, runner = reproducible.enter(plan, runner, release)
     kind = KINDS[plan.output]
     with contextlib.ExitStack() as stack:
+        # Whatever the caller's umask (077 is common for root), files made
+        # in the image, and in the ISO's tree, get Debian's usual modes: apt's
+        # _apt user can read resolv.conf and sources, and the bytes do not
+        # depend on the umask.
+        umask = os.umask(0o022)
+        stack.callback(os.umask, umask)
         work = stack.enter_context(
             temp_dir(runner, keep_on_failure=plan.targets.keep_on_failure))
         ctx = Context(plan, runner, work, work / "root", release)
@@ -67,6 +74,7 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
             with step(f"Writing the {plan.output} output"), \
                     progress.reading(progress.output_progress):
                 written = kind.write(Job(plan, runner, ctx.root, work))
+        apply_umask(written, umask)
         chown_outputs(written, plan.targets.owner)
     log.info("wrote %s", ", ".join(str(p) for p in written))
     if plan.boot_test:

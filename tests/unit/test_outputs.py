@@ -391,3 +391,19 @@ def test_reproducible_plan_carries_the_epoch_into_the_iso(plan_of: PlanOf, out: 
     assert plan.epoch == 1700000000
     assert plan.iso is not None and plan.iso.source_date_epoch == 1700000000
     assert reproducible_plan(plan_of("--tarball", str(out / "r.tar")), 1).iso is None
+
+
+def test_outputs_get_the_callers_umask(tmp_path: Path) -> None:
+    from vmdebootstrap.outputs.kinds import apply_umask
+
+    iso, squash = tmp_path / "live.iso", tmp_path / "squash"
+    iso.write_bytes(b"x")
+    iso.chmod(0o644)
+    squash.mkdir(mode=0o755)
+    (squash / "filesystem.squashfs").write_bytes(b"x")
+    (squash / "filesystem.squashfs").chmod(0o644)
+    apply_umask([iso, squash], 0o077)
+    assert [p.stat().st_mode & 0o777 for p in (iso, squash, squash / "filesystem.squashfs")] \
+        == [0o600, 0o700, 0o600]
+    apply_umask([iso], 0o022)
+    assert iso.stat().st_mode & 0o777 == 0o600, "a umask only takes bits away"

@@ -179,3 +179,13 @@ def chown_outputs(paths: list[Path], owner: str | None) -> None:
             for child in path.iterdir():
                 os.chown(child, pw.pw_uid, pw.pw_gid)
 
+
+
+def apply_umask(paths: list[Path], umask: int) -> None:
+    """The build runs under umask 022 (see build()); its outputs get the
+    modes the caller's own umask would have given them."""
+    for path in paths:
+        for p in (path, *(path.iterdir() if path.is_dir() else ())):
+            mode = p.stat().st_mode & 0o777
+            if mode & umask:
+                os.chmod(p, mode & ~umask)
