@@ -100,7 +100,8 @@ def boot_check(plan: Plan, output: Path) -> None:
 
     login = plan.boot_login
     check_output(output, arch=plan.arch, user=login.user if login else None,
-                 password=login.password if login else None, log=log.info)
+                 password=login.password if login else None, log=log.info,
+                 status=progress.detail)
 
 
 def populate(ctx: Context) -> None:

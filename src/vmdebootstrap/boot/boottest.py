@@ -76,6 +76,7 @@ from vmdebootstrap.boot.qemu import (
     serial_of,
 )
 from vmdebootstrap.errors import VmdebootstrapError
+from vmdebootstrap.host import progress
 from vmdebootstrap.host.binfmt import host_arch
 from vmdebootstrap.host.passwords import split_user
 from vmdebootstrap.host.run import Masker, SubprocessRunner
@@ -315,14 +316,19 @@ def _boot_all(args: argparse.Namespace) -> bool:
     if password == "-":  # read only once nothing stands in the way
         password = sys.stdin.readline().rstrip("\n")
     ok = True
+    # --verbose streams the guest's console to stderr: no status line then.
+    progress.STATUS.attach(None if args.verbose else sys.stderr)
     for fw in firmwares:
         if args.installer:
             ok = _start_installer(args.file, fw, arch, args) and ok
             continue
-        report = boot_test(args.file, firmware=fw, arch=arch, user=user, password=password,
-                           command=args.command, timeout=args.timeout, accel=args.accel,
-                           log=lambda msg: print(msg, file=sys.stderr), media=media,
-                           memory=args.memory, console=sys.stderr if args.verbose else None)
+        with progress.step(f"boot test {fw}"):
+            report = boot_test(args.file, firmware=fw, arch=arch, user=user,
+                               password=password, command=args.command,
+                               timeout=args.timeout, accel=args.accel,
+                               log=progress.echo(sys.stderr), media=media, memory=args.memory,
+                               console=sys.stderr if args.verbose else None,
+                               status=progress.detail)
         _print_report(fw, report, args.verbose)
         ok = ok and report.ok
     return ok

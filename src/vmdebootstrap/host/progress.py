@@ -165,6 +165,17 @@ def detail(text: str) -> None:
     STATUS.draw()
 
 
+def echo(stream: TextIO) -> Callable[[str], None]:
+    """print() to ``stream`` for code that prints rather than logs: the
+    status line is wiped first and drawn again after."""
+    def say(text: str) -> None:
+        with STATUS.lock:
+            STATUS.wipe()
+            print(text, file=stream, flush=True)
+            STATUS.draw()
+    return say
+
+
 @contextlib.contextmanager
 def reading(reader: LineReader) -> Iterator[None]:
     """Let ``reader`` turn the output lines of the commands run meanwhile
