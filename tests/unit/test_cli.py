@@ -359,7 +359,8 @@ def test_random_values_exit_0_or_2(run_cli: RunCli, pairs: list[tuple[str, str]]
         error_lines(result)
 
 
-@pytest.mark.parametrize("option", ["--user", "--package", "--hostname", "--size", "--config"])
+@pytest.mark.parametrize("option", ["--user", "--package", "--hostname", "--size", "--config",
+                                    "--root-password"])
 def test_a_double_dash_value_is_refused_by_name(option: str, run_cli: Callable[..., CliResult]
                                                 ) -> None:
     """argparse gives `--opt=--` an empty list; that is a usage error, not a crash."""

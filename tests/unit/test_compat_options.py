@@ -502,8 +502,8 @@ def test_config_files_cannot_read_stdin(tmp_path: Path, line: str, key: str,
     monkeypatch.setattr(sys, "stdin", Unreadable())
     conf = write(tmp_path / "vm.conf", f"[config]\n{line}\n")
     (problem,) = problems("--config", str(conf))
-    assert problem == (f"--config: {conf}: '{key}': a password of '-' (read from standard "
-                       "input) only works on the command line")
+    assert problem == (f"--config: {conf} line 2: '{key}': a password of '-' (read from "
+                       "standard input) only works on the command line")
 
 
 def test_config_file_dash_in_a_longer_password_is_a_password(tmp_path: Path,

@@ -102,7 +102,8 @@ def test_missing_config_section(tmp_path: Path) -> None:
 def test_no_section_header_at_all(tmp_path: Path) -> None:
     conf = write(tmp_path / "vm.conf", "sudo = yes\n")
     (problem,) = problems("--config", str(conf))
-    assert str(conf) in problem and "not a valid config file" in problem
+    assert problem == (f"--config: {conf} line 1: 'sudo = yes' comes before any section: "
+                       "start the file with a [config] line")
 
 
 def test_other_sections_refused(tmp_path: Path) -> None:
@@ -133,7 +134,7 @@ def test_all_problems_of_a_file_together(tmp_path: Path) -> None:
     conf = write(tmp_path / "vm.conf", "[config]\nsize = 12Q\nroottype = zfs\nfoo = 1\n")
     with pytest.raises(UsageError) as info:
         read_config(conf)
-    assert info.value.problems == [f"--config: {conf}: unknown key 'foo'"]
+    assert info.value.problems == [f"--config: {conf} line 4: unknown key 'foo'"]
     conf = write(tmp_path / "vm.conf", "[config]\nsize = 12Q\nroottype = zfs\n")
     assert len(problems("--config", str(conf))) == 2
 

@@ -25,7 +25,7 @@ def test_names_unique_and_dests_match_settings() -> None:
     names = [o.name for o in OPTIONS]
     assert len(names) == len(set(names))
     fields = {f.name for f in dataclasses.fields(Settings)}
-    assert {o.dest for o in OPTIONS} == fields - {"config_files"}
+    assert {o.dest for o in OPTIONS} == fields - {"config_files", "given"}
     assert not set(META_OPTIONS) & set(BY_NAME)
 
 

@@ -36,7 +36,7 @@ def test_parse_debootstrapopts() -> None:
 def test_parse_debootstrapopts_problems() -> None:
     opts, problems = parse_debootstrapopts(("bogus", "variant", "verbose=1", "keyring="))
     assert opts == []
-    assert problems[0].startswith("--debootstrapopts: unknown option 'bogus' (known: ")
+    assert problems[0].startswith("--debootstrapopts: unknown option 'bogus'; known: ")
     assert problems[1:] == [
         "--debootstrapopts: 'variant' needs a value, as in variant=VALUE",
         "--debootstrapopts: 'verbose' takes no value",

@@ -43,7 +43,7 @@ def test_unknown_arch_reported_once(host: Host) -> None:
     target = check_target(Settings(arch="sparc"), host, found)
     assert not target.known_arch and target.foreign is None
     assert len(found.problems) == 1
-    assert found.problems[0].startswith("--arch: unknown architecture 'sparc' (known: ")
+    assert found.problems[0].startswith("--arch: unknown architecture 'sparc'; known: ")
 
 
 def test_check_arch_defaults_to_the_host(host: Host) -> None:

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import CliResult
+from vmdebootstrap import cli
+from vmdebootstrap.intent.options import OPTIONS, Kind, Option
+from vmdebootstrap.plan import Host, Plan
 
 RunCli = Callable[..., CliResult]
 PREFIX = "vmdebootstrap: error: "
@@ -105,3 +108,142 @@ def test_dump_config_needs_no_host_tools(run_cli: RunCli, monkeypatch: pytest.Mo
     result = run_cli("--dump-config", "--tarball", str(tmp_path / "r.tar"))
     assert result.code == 0, result.err
     assert result.out.startswith("[config]\n")
+
+
+# --- numbers, sizes and modes ------------------------------------------------------------
+
+NUMBERS = [o for o in OPTIONS if o.kind in (Kind.INT, Kind.SIZE, Kind.MODE)]
+
+
+@pytest.mark.parametrize("opt", NUMBERS, ids=lambda o: o.name)
+@pytest.mark.parametrize("value", ["abc", "1.2.3", "", "0x10", "1_000", "٦٤"])
+def test_every_number_says_what_it_expects(opt: Option, value: str,
+                                           problems_of: Callable[..., list[str]],
+                                           tmp_path: Path) -> None:
+    what = {Kind.INT: "is not a whole number", Kind.SIZE: "is not a size",
+            Kind.MODE: "is not an octal file mode"}[opt.kind]
+    (problem,) = problems_of("--tarball", "r.tar", f"--{opt.name}={value}")
+    assert problem.startswith(f"--{opt.name}: {value!r} {what}"), problem
+    assert "invalid literal" not in problem and "base 10" not in problem
+    conf = tmp_path / "vm.conf"
+    conf.write_text(f"[config]\ntarball = r.tar\n{opt.name} = {value}\n")
+    (problem,) = problems_of("--config", str(conf))
+    assert problem.startswith(f"'{opt.name}' in {conf}: {value.strip()!r} {what}"), problem
+
+
+def test_hook_timeout_in_words(run_cli: RunCli) -> None:
+    assert errors(run_cli("--tarball", "r.tar", "--hook-timeout", "abc")) == [
+        "--hook-timeout: 'abc' is not a whole number of seconds"]
+    assert errors(run_cli("--tarball", "r.tar", "--hook-timeout=0")) == [
+        "--hook-timeout: '0' must be a positive number of seconds (at least 1)"]
+    assert errors(run_cli("--tarball", "r.tar", "--hook-timeout=-5")) == [
+        "--hook-timeout: '-5' must be a positive number of seconds (at least 1)"]
+
+
+@pytest.mark.parametrize("opt", [o for o in OPTIONS if o.kind is Kind.SIZE],
+                         ids=lambda o: o.name)
+def test_negative_sizes_refused(opt: Option, problems_of: Callable[..., list[str]]) -> None:
+    (problem,) = problems_of("--tarball", "r.tar", f"--{opt.name}=-1G")
+    assert problem == (f"--{opt.name}: '-1G' is negative: give a size such as 4G, 512M, "
+                       "100MiB")
+
+
+def test_no_swap_is_swap_0_as_in_1x(plan_of: Callable[..., Plan], out: Path) -> None:
+    """1.x's --swap default was 0 (no swap): scripts pass it."""
+    plan = plan_of("--image", str(out / "d.img"), "--size", "3G", "--swap", "0")
+    assert plan.image is not None and plan.image.disk.swap is None
+
+
+# --- config file syntax: the file and the line ---------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("[config]\nfoo\n", "line 2: 'foo' is not a KEY = VALUE line"),
+    ("[config]\nsudo = yes\nx\ny\n", "line 3: 'x' is not a KEY = VALUE line"),
+    ("sudo = yes\n", "line 1: 'sudo = yes' comes before any section: start the file with a "
+     "[config] line"),
+    ("# vm\n[config\nsudo = yes\n", "line 2: '[config' is not a section header: write "
+     "[config]"),
+    ("[config]\nsudo = yes\nsudo = no\n", "line 3: 'sudo' is set a second time in [config]: "
+     "set it once"),
+    ("[config]\nsudo = yes\n[config]\nsize = 2G\n", "line 3: a second [config] section: put "
+     "its keys in the first one"),
+])
+def test_config_syntax_errors_give_the_line(run_cli: RunCli, tmp_path: Path, text: str,
+                                            problem: str) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text(text)
+    found = errors(run_cli("--config", str(conf), "--tarball", "r.tar"))
+    assert found[0] == f"--config: {conf} {problem}"
+
+
+def test_every_bad_line_is_reported(run_cli: RunCli, tmp_path: Path) -> None:
+    conf = tmp_path / "bad.conf"
+    conf.write_text("[config]\nsudo = yes\nx\ny\n")
+    assert errors(run_cli("--config", str(conf), "--tarball", "r.tar")) == [
+        f"--config: {conf} line 3: 'x' is not a KEY = VALUE line",
+        f"--config: {conf} line 4: 'y' is not a KEY = VALUE line"]
+
+
+def test_a_default_config_file_says_so(host: Host, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "home" / ".vmdebootstrap.conf"
+    conf.parent.mkdir()
+    conf.write_text("[config]\nsudo\n")
+    assert cli.main(["--tarball", "r.tar", "--dry-run"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"vmdebootstrap: error: --config: {conf} line 2: 'sudo' is not a KEY = VALUE line "
+        "(a default config file: --no-default-configs skips it)"]
+
+
+def test_all_config_files_and_the_command_line_together(run_cli: RunCli,
+                                                        tmp_path: Path) -> None:
+    one, two = tmp_path / "one.conf", tmp_path / "two.conf"
+    one.write_text("[config]\nfoo\n")
+    two.write_text("[config]\nroottype = ext5\n")
+    assert errors(run_cli("--config", str(one), "--config", str(two), "--tarball", "r.tar",
+                          "--size", "12Q")) == [
+        f"--config: {one} line 2: 'foo' is not a KEY = VALUE line",
+        f"'roottype' in {two}: 'ext5' is not one of: ext2, ext3, ext4, btrfs, xfs; "
+        "did you mean ext4?",
+        "--size: '12Q' is not a size (use e.g. 4G, 512M, 100MiB)"]
+
+
+# --- did you mean --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (("--distribution", "bookwrm"), "--distribution 'bookwrm' is not a Debian release name "
+     "or suite; did you mean bookworm?"),
+    (("--distribution", "Stabel"), "--distribution 'Stabel' is not a Debian release name or "
+     "suite; did you mean stable?"),
+    (("--roottype", "ext5"), "--roottype: 'ext5' is not one of: ext2, ext3, ext4, btrfs, xfs; "
+     "did you mean ext4?"),
+    (("--bootstrap-tool", "cdebootstrap"), "--bootstrap-tool: 'cdebootstrap' is not one of: "
+     "mmdebstrap, debootstrap; did you mean debootstrap?"),
+    (("--arch", "amd46"), "--arch: unknown architecture 'amd46'; did you mean amd64?"),
+    (("--debootstrapopts", "varient=minbase"), "--debootstrapopts: unknown option 'varient'; "
+     "did you mean variant?"),
+    (("--hostnme", "box"), "--hostnme: no such option; did you mean --hostname?"),
+])
+def test_a_misspelt_name_gets_the_close_one(run_cli: RunCli, argv: tuple[str, ...],
+                                            problem: str) -> None:
+    assert errors(run_cli("--tarball", "r.tar", *argv)) == [problem]
+
+
+def test_names_are_listed_only_when_nothing_is_close(run_cli: RunCli) -> None:
+    (problem,) = errors(run_cli("--tarball", "r.tar", "--distribution", "ubuntu"))
+    assert problem.startswith("--distribution 'ubuntu' is not a Debian release name or "
+                              "suite; valid names: stable, ")
+    assert problem.endswith(", sid, experimental")  # all of them
+    (problem,) = errors(run_cli("--tarball", "r.tar", "--roottype", "zfs"))
+    assert problem == "--roottype: 'zfs' is not one of: ext2, ext3, ext4, btrfs, xfs"
+
+
+def test_a_misspelt_config_key(run_cli: RunCli, tmp_path: Path) -> None:
+    conf = tmp_path / "vm.conf"
+    conf.write_text("[config]\ntarball = r.tar\nhostnme = box\nfrobnicate = 1\n"
+                    "update_initramfs = no\n")
+    assert errors(run_cli("--config", str(conf))) == [
+        f"--config: {conf} line 3: unknown key 'hostnme'; did you mean hostname?",
+        f"--config: {conf} line 4: unknown key 'frobnicate'"]

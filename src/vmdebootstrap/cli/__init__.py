@@ -24,7 +24,11 @@ from vmdebootstrap.cli.stdin import read_stdin_passwords
 from vmdebootstrap.errors import Interrupted, UsageError, VmdebootstrapError
 from vmdebootstrap.host.logs import log_header, setup_logging
 from vmdebootstrap.host.run import Masker, SubprocessRunner
-from vmdebootstrap.intent.config_files import default_config_files, dump_config, read_config
+from vmdebootstrap.intent.config_files import (
+    default_config_files,
+    dump_config,
+    read_config_collecting,
+)
 from vmdebootstrap.intent.options import OPTIONS, Kind
 from vmdebootstrap.intent.settings import Settings, build_settings
 
@@ -90,9 +94,16 @@ def settings_of(ns: argparse.Namespace) -> tuple[Settings, argparse.Namespace, l
     ns.stdin_passwords = read_stdin_passwords(ns, problems)
     given = vars(ns)
     configs = config_files_of(ns)
+    defaults = set(configs) - {Path(c) for c in given.get("config", [])}
     layers: list[tuple[str, dict[str, object]]] = []
+    # Every file's problems are said, with the command line's; planning
+    # is then left out (a file not read would make its complaints wrong).
+    ns.config_failed = False
     for path in configs:
-        layers.append((str(path), read_config(path)))
+        values, failed = read_config_collecting(path, default=path in defaults)
+        layers.append((str(path), values))
+        problems += failed
+        ns.config_failed = ns.config_failed or bool(failed)
     cli_values: dict[str, object] = {}
     for opt in OPTIONS:
         if opt.dest in given:
@@ -185,6 +196,8 @@ def _settings(ns: argparse.Namespace, masker: Masker) -> tuple[Settings, argpars
         masker.add(settings.root_password)
     for value in settings.user:
         masker.add(value.partition("/")[2])
+    if problems and ns.config_failed:
+        raise UsageError(problems)
     if problems:
         dump = getattr(ns, "dump_config", False)
         checked = settings.with_values(dry_run=True) if dump else settings

@@ -43,7 +43,7 @@ def _stdin_passwords_wanted(ns: argparse.Namespace) -> list[tuple[str, int]]:
             if users[user_index].partition("/")[2] == STDIN:
                 wanted.append((dest, user_index))
             user_index += 1
-        elif position == last_root and ns.root_password == STDIN:
+        elif position == last_root and getattr(ns, "root_password", None) == STDIN:
             wanted.append((dest, -1))
     return wanted
 

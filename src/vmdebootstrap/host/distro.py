@@ -8,6 +8,7 @@ table in this file that would go stale.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,9 +84,14 @@ def _released(releases: Sequence[Release], today: date) -> list[Release]:
 
 def _bad_name(name: str, releases: Sequence[Release], why: str | None = None) -> UsageError:
     series = [r.series for r in _ordered(releases)]
-    names = ", ".join([*ALIASES, *series, *(r for r in ROLLING if r not in series)])
+    names = [*ALIASES, *series, *(r for r in ROLLING if r not in series)]
     reason = why or "is not a Debian release name or suite"
-    return UsageError(f"--distribution {name!r} {reason}; valid names: {names}")
+    # A misspelt name gets the one it was probably meant to be, not all 27.
+    close = None if why else difflib.get_close_matches(name.strip().lower(), names, n=1,
+                                                       cutoff=0.7)
+    if close:
+        return UsageError(f"--distribution {name!r} {reason}; did you mean {close[0]}?")
+    return UsageError(f"--distribution {name!r} {reason}; valid names: {', '.join(names)}")
 
 
 def _stable_index(name: str, released: list[Release], back: int,

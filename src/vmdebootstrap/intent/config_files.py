@@ -13,6 +13,7 @@ from vmdebootstrap.intent.options import (
     OPPOSITES,
     OPTIONS,
     Kind,
+    close_match,
     format_mode,
     parse_bool,
 )
@@ -27,20 +28,81 @@ def default_config_files() -> list[Path]:
             if p.exists()]
 
 
-def read_config(path: Path) -> dict[str, object]:
+def read_config(path: Path, *, default: bool = False) -> dict[str, object]:
     """Raw values from one file; keys normalised to option names."""
+    values, problems = read_config_collecting(path, default=default)
+    if problems:
+        raise UsageError(problems)
+    return values
+
+
+def read_config_collecting(path: Path, *, default: bool = False
+                           ) -> tuple[dict[str, object], list[str]]:
+    """The values of the keys that are right, and the problems of the rest
+    (all of them, for one report).  A default config file (one the user
+    did not name) says so in its problems."""
+    try:
+        values, problems = _read_config(path)
+    except UsageError as exc:
+        values, problems = {}, exc.problems
+    if problems and default:
+        problems = [f"{p} (a default config file: --no-default-configs skips it)"
+                    for p in problems]
+    return values, problems
+
+
+def _parsed(path: Path) -> tuple[configparser.ConfigParser, list[str]]:
+    """The file parsed, and its lines (for the line a key is on)."""
     parser = configparser.ConfigParser(interpolation=None, strict=True)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
-        with open(path, encoding="utf-8") as fh:
-            parser.read_file(fh)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"--config: {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"--config: {path}: cannot read it: {exc}") from None
+    try:
+        parser.read_string(text, source=str(path))
     except configparser.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"--config: {path}: not a valid config file: {first}") from None
+        raise UsageError(_syntax_problems(path, exc, text.splitlines())) from None
+    return parser, text.splitlines()
+
+
+def _syntax_problems(path: Path, exc: configparser.Error, lines: list[str]) -> list[str]:
+    """A syntax error as the file and line it is on, and how to write it."""
+    def line(number: int) -> str:
+        return repr(lines[number - 1].strip()) if 0 < number <= len(lines) else "''"
+
+    where = f"--config: {path} line"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        if lines[exc.lineno - 1].lstrip().startswith("["):
+            return [f"{where} {exc.lineno}: {line(exc.lineno)} is not a section header: "
+                    f"write [{SECTION}]"]
+        return [f"{where} {exc.lineno}: {line(exc.lineno)} comes before any section: start "
+                f"the file with a [{SECTION}] line"]
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return [f"{where} {exc.lineno}: '{exc.option}' is set a second time in "
+                f"[{exc.section}]: set it once"]
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return [f"{where} {exc.lineno}: a second [{exc.section}] section: put its keys in "
+                "the first one"]
+    if isinstance(exc, configparser.ParsingError):
+        return [f"{where} {number}: {line(number)} is not a KEY = VALUE line"
+                for number, _text in exc.errors]
+    first = str(exc).splitlines()[0]
+    return [f"--config: {path}: not a valid config file: {first}"]
+
+
+def _key_line(lines: list[str], key: str) -> str:
+    """' line N' of the first line setting ``key`` (for the messages)."""
+    for number, text in enumerate(lines, 1):
+        if not text[:1].isspace() and text.partition("=")[0].partition(":")[0].strip() == key:
+            return f" line {number}"
+    return ""
+
+
+def _read_config(path: Path) -> tuple[dict[str, object], list[str]]:
+    parser, lines = _parsed(path)
     if not parser.has_section(SECTION):
         raise UsageError(f"--config: {path}: no [{SECTION}] section")
     problems = [f"--config: {path}: unknown section [{s}] (only [{SECTION}] is read)"
@@ -49,20 +111,22 @@ def read_config(path: Path) -> dict[str, object]:
     set_by: dict[str, str] = {}  # option name -> the key that set it
     for key, value in parser.items(SECTION):
         name = key.strip().replace("_", "-")
+        where = f"--config: {path}{_key_line(lines, key)}"
         negate = name in OPPOSITES  # update-initramfs = yes: no-update-initramfs = no
         if negate:
             name = OPPOSITES[name].name
         elif name not in BY_NAME:
-            problems.append(f"--config: {path}: unknown key '{key}'")
+            close = close_match(name, [*BY_NAME, *OPPOSITES])
+            problems.append(f"{where}: unknown key '{key}'"
+                            + (f"; did you mean {close}?" if close else ""))
             continue
         if BY_NAME[name].opposite and name in set_by:
-            problems.append(f"--config: {path}: '{set_by[name]}' and '{key}' both set "
-                            f"{name}: give one")
+            problems.append(f"{where}: '{set_by[name]}' and '{key}' both set {name}: give one")
             continue
         set_by[name] = key
         if name in SECRET_OPTIONS and _reads_stdin(name, value):
-            problems.append(f"--config: {path}: '{key}': a password of '-' (read from "
-                            "standard input) only works on the command line")
+            problems.append(f"{where}: '{key}': a password of '-' (read from standard input) "
+                            "only works on the command line")
             continue
         if negate:
             try:
@@ -71,9 +135,7 @@ def read_config(path: Path) -> dict[str, object]:
                 problems.append(f"'{key}' in {path}: {exc}")
             continue
         values[name] = value
-    if problems:
-        raise UsageError(problems)
-    return values
+    return values, problems
 
 
 def _reads_stdin(name: str, value: str) -> bool:

@@ -6,6 +6,8 @@ Names are the vmdebootstrap 1.x long option names; old scripts keep working.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -37,6 +39,8 @@ class Option:
     # The default in words, where it is worked out at run time (the host's
     # mirror, the current stable release...).
     default_doc: str | None = None
+    # What an INT counts, for its messages: "'abc' is not a whole number of seconds".
+    unit: str | None = None
 
     @property
     def dest(self) -> str:
@@ -118,7 +122,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("customize", S, "hook script run with the root directory as $1", metavar="SCRIPT",
            group="configure"),
     Option("hook-timeout", N, "seconds the hook may run", default=10800, metavar="SECONDS",
-           group="configure"),
+           group="configure", unit="seconds"),
     Option("no-update-initramfs", B, "do not rebuild the initramfs (--update-initramfs: "
            "rebuild it, the default)", default=False, negatable=False, group="configure",
            opposite="update-initramfs"),
@@ -219,6 +223,12 @@ SIZE_UNITS = {
     "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
     "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
 }
+
+
+def close_match(word: str, names: Iterable[str]) -> str | None:
+    """The name ``word`` was probably meant to be (a misspelt value), if any."""
+    found = difflib.get_close_matches(word, list(names), n=1, cutoff=0.7)
+    return found[0] if found else None
 
 
 def parse_size(text: str) -> int:

@@ -4,6 +4,7 @@ defaults, then config files, then the command line (which wins)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from vmdebootstrap.intent.options import (
     OPTIONS,
     OUTPUT_KINDS,
     Kind,
+    close_match,
     parse_bool,
     parse_mode,
     parse_size,
@@ -96,6 +98,10 @@ class Settings:
     dry_run: bool = False
     # where settings came from; hooks are also searched beside config files
     config_files: tuple[str, ...] = ()
+    # The options the user gave (on the command line or in a config file),
+    # as option names: planning warns about those the output ignores, never
+    # about defaults.  Not part of what the settings are (equality).
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     @property
     def outputs(self) -> list[str]:
@@ -126,10 +132,30 @@ _FIELDS = {f.name for f in dataclasses.fields(Settings)}
 assert all(o.dest in _FIELDS for o in OPTIONS), "option table and Settings disagree"
 
 
+def given_values(s: Settings, names: Sequence[str]) -> list[str]:
+    """Of ``names``, the options the user gave with a value other than
+    the default, as --NAME."""
+    default = Settings()
+    return [f"--{n}" for n in names if n in s.given
+            and getattr(s, BY_NAME[n].dest) != getattr(default, BY_NAME[n].dest)]
+
+
 def _check_text(value: str) -> None:
     # One value per line in config files and error messages; no C string ends.
     if "\n" in value or "\0" in value:
         raise ValueError("the value contains a newline or NUL byte")
+
+
+def _whole_number(text: str, unit: str | None) -> int:
+    """A positive whole number, in ASCII digits (int() also takes '1_000'
+    and other scripts' digits, which no one means here)."""
+    of = f" of {unit}" if unit else ""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        raise ValueError(f"{text!r} is not a whole number{of}")
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be a positive number{of} (at least 1)")
+    return value
 
 
 def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
@@ -154,18 +180,20 @@ def convert(name: str, raw: object, source: str) -> tuple[object, str | None]:
                 _check_text(item)
             value = listed
         elif opt.kind is Kind.SIZE:
+            if str(raw).strip().startswith("-"):
+                raise ValueError(f"{raw!r} is negative: give a size such as 4G, 512M, 100MiB")
             value = parse_size(str(raw))
         elif opt.kind is Kind.MODE:
             value = parse_mode(str(raw))
         elif opt.kind is Kind.INT:
-            value = int(str(raw).strip())
-            if value <= 0:
-                raise ValueError(f"{raw!r} must be a positive number")
+            value = _whole_number(str(raw), opt.unit)
         else:
             value = str(raw)
             _check_text(value)
             if opt.choices and value not in opt.choices:
-                raise ValueError(f"{value!r} is not one of: {', '.join(opt.choices)}")
+                close = close_match(value, opt.choices)
+                raise ValueError(f"{value!r} is not one of: {', '.join(opt.choices)}"
+                                 + (f"; did you mean {close}?" if close else ""))
     except ValueError as exc:
         if name in SECRET_OPTIONS:
             return None, f"{where}: invalid value"  # never echo a secret back
@@ -183,7 +211,7 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
     list is given, are reported there and left at their defaults so that
     the plan's checks can report everything else in the same run."""
     collect = problems is not None
-    values: dict[str, object] = {}
+    values: dict[str, object] = {"given": frozenset()}
     problems = problems if problems is not None else []
     for source, raw_values in layers:
         for name, raw in raw_values.items():
@@ -194,6 +222,7 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
                 problems.append(problem)
                 continue
             values[BY_NAME[name].dest] = value
+            values["given"] = values["given"] | {name}  # type: ignore[operator]
     if problems and not collect:
         raise UsageError(problems)
     for _source, raw_values in layers:

@@ -8,6 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmdebootstrap.intent.options import close_match
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.plan.findings import Findings
 from vmdebootstrap.plan.outputs import existing_ancestor
@@ -48,8 +49,10 @@ def parse_debootstrapopts(words: tuple[str, ...]) -> tuple[list[tuple[str, str |
     for word in words:
         key, eq, value = word.lstrip("-").partition("=")
         if key not in DEBOOTSTRAP_OPTS:
-            problems.append(f"--debootstrapopts: unknown option '{key}' (known: "
-                            f"{', '.join(sorted(DEBOOTSTRAP_OPTS))})")
+            close = close_match(key, DEBOOTSTRAP_OPTS)
+            problems.append(f"--debootstrapopts: unknown option '{key}'; " + (
+                f"did you mean {close}?" if close
+                else f"known: {', '.join(sorted(DEBOOTSTRAP_OPTS))}"))
         elif DEBOOTSTRAP_OPTS[key] and not (eq and value):
             problems.append(f"--debootstrapopts: '{key}' needs a value, as in {key}=VALUE")
         elif not DEBOOTSTRAP_OPTS[key] and eq:

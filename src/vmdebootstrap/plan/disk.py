@@ -80,7 +80,7 @@ def image_problems(s: Settings, target: Target) -> list[str]:
                         "use --roottype ext3")
     if s.bootloader == "extlinux" and s.roottype == "btrfs":
         problems.append("--roottype btrfs cannot be used with --extlinux")
-    if s.swap is not None and s.swap < MIN_SWAP:
+    if s.swap and s.swap < MIN_SWAP:  # 0 is no swap, 1.x's default
         problems.append("--swap: at least 256MiB")
     for param in s.kernel_params:
         problem = validate_kernel_param(param)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vmdebootstrap.host import binfmt, distro
+from vmdebootstrap.intent.options import close_match
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.plan.facts import Host
 from vmdebootstrap.plan.findings import Findings
@@ -33,8 +34,10 @@ def check_target(s: Settings, host: Host, found: Findings) -> Target:
 def check_arch(s: Settings, host: Host, found: Findings) -> str:
     arch = s.arch or host.arch
     if arch not in binfmt.VALID_ARCHES:
-        found.problems.append(f"--arch: unknown architecture {arch!r} (known: "
-                              f"{', '.join(sorted(binfmt.VALID_ARCHES))})")
+        close = close_match(arch, binfmt.VALID_ARCHES)
+        found.problems.append(f"--arch: unknown architecture {arch!r}; " + (
+            f"did you mean {close}?" if close
+            else f"known: {', '.join(sorted(binfmt.VALID_ARCHES))}"))
     return arch
 
 
