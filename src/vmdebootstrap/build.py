@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmdebootstrap.errors import MirrorError
 from vmdebootstrap.host import progress
 from vmdebootstrap.host.faults import checkpoint
 from vmdebootstrap.host.progress import step
@@ -28,12 +29,20 @@ from vmdebootstrap.host.resources import (
 )
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import Plan
-from vmdebootstrap.outputs import files, image
-from vmdebootstrap.outputs.kinds import KINDS, Job, apply_umask, chown_outputs, publish_pkglist
+from vmdebootstrap.outputs import files, image, manifest
+from vmdebootstrap.outputs.kinds import (
+    KINDS,
+    Job,
+    apply_umask,
+    chown_outputs,
+    publish_beside,
+    publish_pkglist,
+    root_manifest,
+)
 from vmdebootstrap.root import bootstrap as bs
 from vmdebootstrap.root import configure as cf
 from vmdebootstrap.root import reproducible
-from vmdebootstrap.root.cache import MirrorRelease, bootstrap_with_cache
+from vmdebootstrap.root.cache import MirrorRelease, bootstrap_with_cache, tool_version
 from vmdebootstrap.root.hook import HookEnv, run_hook
 from vmdebootstrap.root.hookapt import build_sources
 
@@ -73,7 +82,7 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
             populate(ctx)
             with step(f"Writing the {plan.output} output"), \
                     progress.reading(progress.output_progress):
-                written = kind.write(Job(plan, runner, ctx.root, work))
+                written = kind.write(Job(plan, runner, ctx.root, work, recipe_of(ctx)))
         apply_umask(written, umask)
         chown_outputs(written, plan.targets.owner)
     log.info("wrote %s", ", ".join(str(p) for p in written))
@@ -154,9 +163,24 @@ def build_image(ctx: Context) -> list[Path]:
         with step("Installing the bootloader"):
             image.install_bootloader(plan, runner, target)
         listing = files.package_list(runner, ctx.root)
-    # The package list appears only once its image has.
+        recipe = root_manifest(Job(plan, runner, ctx.root, ctx.work, recipe_of(ctx)), ctx.root)
+    # The manifest and package list appear only once their image has.
     return [plan.targets.path, checksum_path(plan.targets.path),
+            *publish_beside(plan, recipe, plan.targets.path),
             *publish_pkglist(plan.targets.pkglist, listing)]
+
+
+def recipe_of(ctx: Context) -> dict[str, object]:
+    """The build's manifest (vmdebootstrap.outputs.manifest), from the
+    finished root."""
+    try:
+        release = ctx.release.data()
+    except MirrorError as exc:  # a local mirror without a Release file over http
+        log.info("the manifest pins no mirror state: %s", exc)
+        release = b""
+    packages = manifest.parse_packages(files.package_list(ctx.runner, ctx.root))
+    return manifest.recipe(ctx.plan, release=release, packages=packages,
+                           tool_version=tool_version(ctx.runner, ctx.plan.bootstrap_tool))
 
 
 def hook_env(plan: Plan) -> HookEnv:

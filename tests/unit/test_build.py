@@ -11,6 +11,7 @@ in reverse order.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -104,6 +105,9 @@ def fake_bootstrap(plan: Plan, runner: object, root: Path, *rest: object) -> Non
     (root / "etc/machine-id").write_text("0123456789abcdef0123456789abcdef\n")
 
 
+FAKE_RELEASE = b"Origin: Debian\nSuite: trixie\nDate: Sat, 01 Nov 2025 10:00:00 UTC\n"
+
+
 @pytest.fixture
 def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path) -> Rig:
     base = Path(os.path.realpath(tmp_path))
@@ -122,6 +126,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path) -> Rig:
     # No cache, no network: the bootstrap only lays out a fake root.
     monkeypatch.setattr(build_module, "bootstrap_with_cache", fake_bootstrap, raising=False)
     monkeypatch.setattr(bs, "bootstrap", fake_bootstrap)
+    monkeypatch.setattr(build_module.MirrorRelease, "data", lambda self: FAKE_RELEASE)
     return Rig(tmp=tmp, out=out, table=table, host_resolv=host_resolv)
 
 
@@ -174,8 +179,13 @@ def test_successful_tarball_build(plan_of: PlanOf, rig: Rig) -> None:
     plan = tarball_plan(plan_of, rig)
     written = build_module.build(plan, runner)
     final = rig.out / "root.tar.gz"
-    assert written == [final, rig.out / "root.tar.gz.sha256"]
-    assert sorted(p.name for p in rig.out.iterdir()) == ["root.tar.gz", "root.tar.gz.sha256"]
+    beside = rig.out / "root.tar.gz.manifest.json"
+    assert written == [final, rig.out / "root.tar.gz.sha256", beside]
+    assert sorted(p.name for p in rig.out.iterdir()) == [
+        "root.tar.gz", "root.tar.gz.manifest.json", "root.tar.gz.sha256"]
+    recipe = json.loads(beside.read_text())
+    assert recipe["output"] == "tarball" and recipe["output_file"]["name"] == "root.tar.gz"
+    assert recipe["mirror"]["date_epoch"] == 1761991200
     assert list(rig.tmp.iterdir()) == []
     assert runner.mounted() == []
     assert chroot_session(runner.events) == expected_chroot_session(CHROOT_MOUNTS)

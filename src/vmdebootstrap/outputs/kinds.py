@@ -24,7 +24,7 @@ from vmdebootstrap.host.publish import SUMS_NAME, checksum_path, staged_dir, sta
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.options import OUTPUT_KINDS
 from vmdebootstrap.intent.plan import Plan
-from vmdebootstrap.outputs import files, iso
+from vmdebootstrap.outputs import files, iso, manifest
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class Job:
     runner: Runner
     root: Path
     work: Path
+    # The build's manifest without the files it writes (outputs.manifest);
+    # None writes none (unit tests of other parts).
+    recipe: Mapping[str, object] | None = None
 
 
 # The suffixes that compress a --tarball, as 1.x's tar -a (--auto-compress)
@@ -81,10 +84,12 @@ class Tarball(OutputKind):
     def write(self, job: Job) -> list[Path]:
         targets, runner = job.plan.targets, job.runner
         final = targets.path
+        doc = root_manifest(job, job.root)
         with staged_file(final, check=lambda p: files.check_tarball(runner, p, final.name),
                          checksum=True) as tmp:
             files.write_tarball(runner, job.root, tmp, final.name, job.plan.epoch)
-        return [final, checksum_path(final), *write_pkglist(job)]
+        return [final, checksum_path(final), *publish_beside(job.plan, doc, final),
+                *write_pkglist(job)]
 
 
 class Squash(OutputKind):
@@ -94,10 +99,12 @@ class Squash(OutputKind):
 
     def write(self, job: Job) -> list[Path]:
         final, kernel = job.plan.targets.path, job.plan.kernel_package is not None
+        digests = Digests()
         with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d, kernel),
-                        checksums=True) as stage:
+                        checksums=True, digests=digests) as stage:
             files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression,
                                    kernel)
+            squash_manifest(job, stage, digests)
         return [final]
 
 
@@ -125,13 +132,15 @@ class Iso(OutputKind):
                 squash_dir = job.work / "live"
                 squash_dir.mkdir()
             files.write_squash_dir(runner, job.root, squash_dir, plan.targets.compression)
+            doc = squash_manifest(job, squash_dir, digests)
             iso.check_room_for_iso(squash_dir, final)
             scratch = job.work / "iso"
             scratch.mkdir()
             with staged_file(final, check=lambda p: iso.check_iso(runner, p, plan.arch),
                              checksum=True) as tmp:
                 iso.build_iso(runner, spec, squash_dir, tmp, scratch, digests)
-        return [final, checksum_path(final), *([kept] if kept else []), *write_pkglist(job)]
+        return [final, checksum_path(final), *publish_beside(plan, doc, final),
+                *([kept] if kept else []), *write_pkglist(job)]
 
 
 class Image(OutputKind):
@@ -189,3 +198,35 @@ def apply_umask(paths: list[Path], umask: int) -> None:
             mode = p.stat().st_mode & 0o777
             if mode & umask:
                 os.chmod(p, mode & ~umask)
+
+
+def root_manifest(job: Job, root: Path) -> Mapping[str, object] | None:
+    """A tarball's or an image's manifest goes into its root."""
+    if job.recipe is None:
+        return None
+    path = manifest.write(root / manifest.IN_ROOT, job.recipe)
+    if job.plan.epoch is not None:
+        for p in (path, path.parent):
+            os.utime(p, (job.plan.epoch,) * 2)
+    return job.recipe
+
+
+def squash_manifest(job: Job, directory: Path,
+                    digests: Digests) -> Mapping[str, object] | None:
+    """A live output's manifest, with its files' sha256, in the squash
+    directory (an ISO carries that directory's files in /live)."""
+    if job.recipe is None:
+        return None
+    doc = manifest.with_files(job.recipe, directory, iso.SQUASH_FILES, digests)
+    manifest.write(directory / manifest.NAME, doc)
+    return doc
+
+
+def publish_beside(plan: Plan, doc: Mapping[str, object] | None, output: Path) -> list[Path]:
+    """NAME.manifest.json beside an output file, once the output is there."""
+    if doc is None:
+        return []
+    final = manifest.beside_path(output)
+    with staged_file(final) as tmp:
+        manifest.write(tmp, manifest.beside(doc, plan, output, Digests()))
+    return [final]
