@@ -135,10 +135,14 @@ def _install_signal_handlers() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["verify"]:  # a subcommand; 1.x took no positional arguments
+        from vmdebootstrap.verify import main as verify
+
+        return verify(args[1:])
     masker = Masker()
     plan: Plan | None = None
     try:
-        args = list(sys.argv[1:] if argv is None else argv)
         ns = make_parser().parse_args(args)
         if getattr(ns, "list_config_files", False):
             print("".join(f"{path}\n" for path in config_files_of(ns)), end="")

@@ -156,6 +156,9 @@ class Plan:
     notes: tuple[str, ...] = ()
     reproducible: bool = False  # --reproducible: the mirror's Release date as the epoch
     epoch: int | None = None  # SOURCE_DATE_EPOCH of a reproducible build
+    # The mirror a manifest names when verify fetched that same state (the
+    # same Release file) from a copy of it, such as a snapshot.
+    manifest_mirror: str | None = None
 
     @property
     def serial_tty(self) -> str:

@@ -118,8 +118,8 @@ def settings_of(plan: Plan) -> dict[str, object]:
             continue
         out[opt.name] = _setting(opt.kind, value)
     # Resolved: "stable" or the host's mirror mean other things tomorrow.
-    out.update({"distribution": plan.distribution, "arch": plan.arch, "mirror": plan.mirror,
-                "apt-mirror": plan.apt_mirror})
+    out.update({"distribution": plan.distribution, "arch": plan.arch,
+                "mirror": plan.manifest_mirror or plan.mirror, "apt-mirror": plan.apt_mirror})
     return out
 
 
@@ -151,8 +151,9 @@ def recipe(plan: Plan, *, release: bytes, tool_version: str,
                       for u in system.users],
             "root_password_hash": system.root_password_hash,
         },
-        "mirror": {"url": plan.mirror, "suite": plan.distribution,
-                   "snapshot": is_snapshot(plan.mirror), **release_facts(release)},
+        "mirror": {"url": plan.manifest_mirror or plan.mirror, "suite": plan.distribution,
+                   "snapshot": is_snapshot(plan.manifest_mirror or plan.mirror),
+                   **release_facts(release)},
         "source_date_epoch": plan.epoch,
         "bootstrap": {"tool": plan.bootstrap_tool, "version": tool_version},
         "packages": [vars(p) for p in sorted(packages,

@@ -62,7 +62,9 @@ def reproducible_plan(plan: Plan, epoch: int) -> Plan:
     """The plan with salts derived from the epoch instead of random ones."""
     system = plan.system
     hostname = system.hostname
-    users = []
+    users = list(system.users)
+    if plan.user_secrets:  # else the hashes are given (vmdebootstrap verify)
+        users = []
     for value in plan.user_secrets:
         seed = salt_seed(epoch, split_user(value)[0], hostname)
         users.append(parse_user(value, hasher=functools.partial(hash_password, seed=seed)))
