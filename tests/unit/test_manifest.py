@@ -95,3 +95,11 @@ def test_parse_packages() -> None:
     assert manifest.parse_packages(listing) == [
         manifest.Package("less", "590-2", "amd64", "less", "590-2"),
         manifest.Package("libc6", "2.36-9", "amd64", "glibc", "2.36-9")]
+
+
+def test_settings_of_other_outputs_are_left_out(plan_of: PlanOf, tmp_path: Path) -> None:
+    iso = recipe(plan_of("--iso", str(tmp_path / "live.iso")))["settings"]
+    image = recipe(plan_of("--image", str(tmp_path / "disk.img")))["settings"]
+    assert isinstance(iso, dict) and isinstance(image, dict)
+    assert "size" not in iso and "roottype" not in iso and "iso-volume-id" in iso
+    assert image["size"] == "1000000000" and "iso-volume-id" not in image

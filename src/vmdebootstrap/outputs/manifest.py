@@ -38,7 +38,7 @@ from pathlib import Path
 
 from vmdebootstrap import __version__
 from vmdebootstrap.host.digest import Digests, file_sha256
-from vmdebootstrap.intent.options import OPTIONS, Kind, format_mode
+from vmdebootstrap.intent.options import OPTIONS, Kind, Option, format_mode
 from vmdebootstrap.intent.plan import Plan
 
 NAME = "vmdebootstrap.manifest.json"
@@ -53,6 +53,9 @@ NOT_SETTINGS = frozenset({
     "keep-on-failure", "pkglist", "root-password", "user", "customize",
     "custom-package", "splash", "preseed",
 })
+# Settings of the ISO alone (the image group's are a disk image's alone).
+ISO_ONLY = frozenset({"iso-volume-id", "iso-menu-title", "installer"})
+
 # A snapshot mirror serves one archive state per URL: .../archive/debian/20250102T030405Z/
 SNAPSHOT_URL = re.compile(r"/archive/[^/]+/\d{8}T\d{6}Z/?$")
 
@@ -107,11 +110,17 @@ def _setting(kind: Kind, value: object) -> object:
     return str(value)
 
 
+def _applies(opt: Option, output: str) -> bool:
+    if opt.group == "image":
+        return output == "image"
+    return opt.name not in ISO_ONLY or output == "iso"
+
+
 def settings_of(plan: Plan) -> dict[str, object]:
     s = plan.settings
     out: dict[str, object] = {}
     for opt in OPTIONS:
-        if opt.name in NOT_SETTINGS:
+        if opt.name in NOT_SETTINGS or not _applies(opt, plan.output):
             continue
         value = getattr(s, opt.dest)
         if value is None or value == ():
