@@ -53,9 +53,11 @@ def test_uefi_problems_all_together() -> None:
     ]
 
 
-def test_uefi_checked_for_any_output() -> None:
-    assert disk_problems(Settings(use_uefi=True, grub=False), "tarball") == [
-        "--use-uefi needs --grub (not --extlinux or --no-grub)"]
+def test_uefi_checked_for_images_only() -> None:
+    assert disk_problems(Settings(use_uefi=True, grub=False), "image")[0] == \
+        "--use-uefi needs --grub (not --extlinux or --no-grub)"
+    # Other outputs ignore --use-uefi: plan.ignored warns about it.
+    assert disk_problems(Settings(use_uefi=True, grub=False), "tarball") == []
 
 
 def test_no_uefi_no_uefi_problems() -> None:

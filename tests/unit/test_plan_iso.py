@@ -107,7 +107,8 @@ def test_splash_must_be_a_png(nothing_missing: list[str], tmp_path: Path) -> Non
     splash = tmp_path / "s.png"
     splash.write_text("not a png")
     assert iso_problems(Settings(splash=str(splash))) == [
-        f"--iso: --splash file {splash} is not a PNG image"]
+        f"--splash: {splash} is not a PNG image (it does not start with PNG's signature); "
+        "the boot menus show only PNG: convert it, e.g. with 'convert IMAGE splash.png'"]
     splash.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(8))
     assert iso_problems(Settings(splash=str(splash))) == []
 

@@ -247,3 +247,30 @@ def test_a_misspelt_config_key(run_cli: RunCli, tmp_path: Path) -> None:
     assert errors(run_cli("--config", str(conf))) == [
         f"--config: {conf} line 3: unknown key 'hostnme'; did you mean hostname?",
         f"--config: {conf} line 4: unknown key 'frobnicate'"]
+
+
+# --- the customisation hook --------------------------------------------------------------
+
+
+def test_a_directory_given_as_the_hook(run_cli: RunCli, host: Host) -> None:
+    hooks = host.cwd / "hooks"
+    hooks.mkdir()
+    (hooks / "live.sh").write_text("#!/bin/sh\n")
+    (hooks / "live.sh").chmod(0o755)
+    assert errors(run_cli("--tarball", "r.tar", "--customize", "hooks")) == [
+        f"--customize: {hooks} is a directory; give the path of the hook script in it "
+        "(e.g. hooks/live.sh)"]
+    (hooks / "live.sh").unlink()
+    assert errors(run_cli("--tarball", "r.tar", "--customize", str(hooks))) == [
+        f"--customize: {hooks} is a directory; give the path of the hook script in it"]
+
+
+def test_a_hook_neither_executable_nor_with_a_shebang(run_cli: RunCli, host: Host) -> None:
+    hook = host.cwd / "hook.sh"
+    hook.write_text("echo hi\n")
+    assert errors(run_cli("--tarball", "r.tar", "--customize", "hook.sh")) == [
+        f"--customize: {hook} is not executable and has no #! line: start it with one "
+        f"(e.g. #!/bin/sh), then chmod +x {hook}"]
+    hook.write_text("#!/bin/sh\necho hi\n")
+    assert errors(run_cli("--tarball", "r.tar", "--customize", "hook.sh")) == [
+        f"--customize: {hook} is not executable (chmod +x {hook})"]

@@ -98,10 +98,10 @@ class Settings:
     dry_run: bool = False
     # where settings came from; hooks are also searched beside config files
     config_files: tuple[str, ...] = ()
-    # The options the user gave (on the command line or in a config file),
-    # as option names: planning warns about those the output ignores, never
-    # about defaults.  Not part of what the settings are (equality).
-    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    # The options the user gave, as option name -> where ("command line" or
+    # a config file): planning warns about those the output ignores, never
+    # about defaults.  Not part of what the settings are (equality, hash).
+    given: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def outputs(self) -> list[str]:
@@ -211,7 +211,8 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
     list is given, are reported there and left at their defaults so that
     the plan's checks can report everything else in the same run."""
     collect = problems is not None
-    values: dict[str, object] = {"given": frozenset()}
+    values: dict[str, object] = {}
+    given: dict[str, str] = {}
     problems = problems if problems is not None else []
     for source, raw_values in layers:
         for name, raw in raw_values.items():
@@ -222,7 +223,7 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
                 problems.append(problem)
                 continue
             values[BY_NAME[name].dest] = value
-            values["given"] = values["given"] | {name}  # type: ignore[operator]
+            given[name] = source
     if problems and not collect:
         raise UsageError(problems)
     for _source, raw_values in layers:
@@ -237,4 +238,4 @@ def build_settings(layers: Sequence[tuple[str, Mapping[str, object]]],
         elif opt.default is not None and opt.kind is Kind.MODE:
             defaults[opt.dest] = parse_mode(str(opt.default))
     defaults.update(values)
-    return Settings(**defaults)  # type: ignore[arg-type]
+    return Settings(**defaults, given=given)  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 Every option is checked here, before anything is written; all problems are
 reported together, each naming the option and what to do instead.  One
 module checks each concern (outputs, target, mirrors, bootstrap, packages,
-system, disk, iso, boot); make_plan runs them all, then assembles the Plan.
+system, disk, iso, boot, and the options the output ignores); make_plan runs
+them all, then assembles the Plan.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vmdebootstrap.plan.bootstrap import (
 from vmdebootstrap.plan.disk import UEFI_ARCHES, check_bootloader, check_disk, image_spec_of
 from vmdebootstrap.plan.facts import Host
 from vmdebootstrap.plan.findings import Findings
+from vmdebootstrap.plan.ignored import check_ignored
 from vmdebootstrap.plan.iso import ISO_ARCHES, check_iso, iso_of, iso_spec_of
 from vmdebootstrap.plan.mirrors import check_mirrors, check_signatures
 from vmdebootstrap.plan.outputs import (
@@ -67,7 +69,8 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
     users, hook = check_system(s, host, found)
     check_disk(s, target, output, bootstrap.variant, found)
     check_iso(s, target, mirror, output, found)
-    check_boot_test(s, output, found)
+    check_boot_test(s, output, found, target=target)
+    check_ignored(s, output, found)
     found.refuse_if_any()
 
     return Plan(

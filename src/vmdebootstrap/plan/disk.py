@@ -17,6 +17,9 @@ UEFI_ARCHES = ("amd64", "i386", "arm64", "armhf")
 BIOS_ARCHES = ("amd64", "i386")
 MiB = 1024**2
 MIN_SWAP = 256 * MiB
+# mkfs.vfat makes FAT32, which UEFI firmware reads, from 32 MiB up; the ESP
+# holds shim and grub (a few MiB) and needs room for their updates.
+MIN_ESP = 32 * MiB
 # Debian signs its boot chain from buster on.
 NO_SECURE_BOOT = ("wheezy", "jessie", "stretch")
 
@@ -44,9 +47,10 @@ def check_bootloader(s: Settings, arch: str, output: str, found: Findings) -> Se
 
 def check_disk(s: Settings, target: Target, output: str, variant: str | None,
                found: Findings) -> None:
-    problems = uefi_problems(s, target)
-    if output == "image":
-        problems += image_problems(s, target) + size_problems(s, variant)
+    problems = []
+    if output == "image":  # other outputs ignore these options (plan.ignored says so)
+        problems += uefi_problems(s, target) + image_problems(s, target) + \
+            size_problems(s, variant) + mbr_problems(s, found)
     elif s.convert_qcow2 and output != "none":
         problems.append("--convert-qcow2 only applies to --image")
     found.problems.extend(problems)
@@ -65,6 +69,10 @@ def uefi_problems(s: Settings, target: Target) -> list[str]:
         problems.append("--use-uefi needs --grub (not --extlinux or --no-grub)")
     if s.bootoffset:
         problems.append("--bootoffset cannot be combined with --use-uefi")
+    if s.esp_size < MIN_ESP:
+        problems.append(f"--esp-size: {s.esp_size} bytes is too small for the EFI system "
+                        "partition: at least 32MiB, as FAT32 (what UEFI firmware reads) "
+                        "starts there, and it holds shim and grub; e.g. --esp-size 128MiB")
     if target.codename == "wheezy" and arch != "amd64":
         problems.append(f"--use-uefi: wheezy supports UEFI only on amd64, not {arch}")
     return problems
@@ -87,6 +95,22 @@ def image_problems(s: Settings, target: Target) -> list[str]:
         if problem:
             problems.append(f"--kernel-append: {problem}")
     return problems
+
+
+def mbr_problems(s: Settings, found: Findings) -> list[str]:
+    """--mbr writes syslinux's MBR boot code, which starts extlinux.  1.x's
+    default bootloader was extlinux, so a 1.x --mbr alone meant extlinux:
+    here it would silently build a grub image instead.  With --grub named
+    (as 1.x scripts also did), grub writes its own boot code: a warning."""
+    if not s.mbr or s.bootloader != "grub":
+        return []
+    if s.grub:
+        found.notes.append("--mbr is ignored with --grub: grub writes its own boot code "
+                           "(--mbr writes extlinux's)")
+        return []
+    return ["--mbr writes extlinux's MBR boot code, but this image boots with grub (the "
+            "default bootloader; 1.x's was extlinux), which writes its own: add --extlinux, "
+            "or leave out --mbr"]
 
 
 def size_problems(s: Settings, variant: str | None) -> list[str]:

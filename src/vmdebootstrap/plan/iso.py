@@ -50,9 +50,40 @@ def option_problems(s: Settings, arch: str) -> list[str]:
         value = getattr(s, name)
         if value and not Path(value).is_file():
             problems.append(f"--{name}: {value} does not exist")
+        elif value:
+            problems.extend(content_problems(name, Path(value)))
     if s.preseed and not s.installer:
         problems.append("--preseed requires --installer")
     return problems
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A preseed file is read whole into the installer's initrd.
+PRESEED_MAX = 1024**2
+
+
+def content_problems(name: str, path: Path) -> list[str]:
+    """What a --splash that is no PNG, or a --preseed that is no text,
+    would do to the boot menus or the installer, said before the build."""
+    with path.open("rb") as f:
+        data = f.read(8 if name == "splash" else PRESEED_MAX + 1)
+    if name == "splash":
+        if data != PNG_SIGNATURE:
+            return [f"--splash: {path} is not a PNG image (it does not start with PNG's "
+                    "signature); the boot menus show only PNG: convert it, e.g. with "
+                    "'convert IMAGE splash.png'"]
+        return []
+    if len(data) > PRESEED_MAX:
+        return [f"--preseed: {path} is over 1 MiB: a preseed file is a short text of "
+                "debconf answers"]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        return [f"--preseed: {path} is not a text file (a preseed file is debconf answers, "
+                "one 'd-i question type value' line each, in UTF-8)"]
+    return []
 
 
 def spec_problems(spec: IsoSpec) -> list[str]:
@@ -64,7 +95,7 @@ def _said_above(problem: str) -> bool:
     """Whether validate_spec's problem is one option_problems words its own way."""
     return (problem.startswith(("ISO volume id ", "a preseed file needs "))
             or (problem.startswith(("--splash file ", "--preseed file "))
-                and problem.endswith(" does not exist")))
+                and problem.endswith((" does not exist", " is not a PNG image"))))
 
 
 def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,

@@ -3,9 +3,11 @@ password, sudo, the network, the serial console and the customisation hook."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
+from vmdebootstrap.errors import UsageError
 from vmdebootstrap.host.passwords import UserSpec, hash_password, parse_user
 from vmdebootstrap.intent.options import BY_NAME
 from vmdebootstrap.intent.plan import System, default_serial_tty
@@ -51,11 +53,54 @@ def check_hook(s: Settings, host: Host, found: Findings) -> Path | None:
     """--customize, found relative to the config files or the current directory."""
     if not s.customize:
         return None
-    hook = None
-    with found.caught():
-        hook = find_hook(s.customize, [Path(c).resolve().parent for c in s.config_files],
-                         host.cwd)
-    return hook
+    dirs = [Path(c).resolve().parent for c in s.config_files]
+    try:
+        return find_hook(s.customize, dirs, host.cwd)
+    except UsageError as exc:
+        found.problems.extend(_hook_problems(s.customize, exc.problems, dirs, host.cwd))
+    return None
+
+
+def _hook_problems(script: str, problems: list[str], dirs: list[Path],
+                   cwd: Path) -> list[str]:
+    """find_hook's problems, made plainer: a directory given for the hook
+    is said to be one, and a script that is neither executable nor starts
+    with #! gets both said at once (not one fix at a time)."""
+    said = []
+    for problem in problems:
+        named, sep, _rest = problem.removeprefix("--customize: ").partition(
+            " is not executable (chmod +x ")
+        if " not found (looked in " in problem:
+            folder = next((d / script for d in (cwd, *dirs) if (d / script).is_dir()), None)
+            if folder is not None:
+                problem = (f"--customize: {folder} is a directory; give the path of the hook "
+                           f"script{_example(folder, script)}")
+        elif sep and not _starts_with_shebang(Path(named)):
+            problem = (f"--customize: {named} is not executable and has no #! line: start "
+                       f"it with one (e.g. #!/bin/sh), then chmod +x {named}")
+        said.append(problem)
+    return said
+
+
+def _example(folder: Path, script: str) -> str:
+    """' (e.g. DIR/hook.sh)' for an executable file in the directory given."""
+    try:
+        scripts = sorted(p.name for p in folder.iterdir()
+                         if p.is_file() and os.access(p, os.X_OK))
+    except OSError:
+        return ""
+    return f" in it (e.g. {Path(script) / scripts[0]})" if scripts else " in it"
+
+
+def _starts_with_shebang(path: Path) -> bool:
+    """Whether the script starts with #! (or is a program); True when it
+    cannot be read, which find_hook says otherwise."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True
+    return head.startswith(b"#!") or head == b"\x7fELF"
 
 
 def serial_tty_of(s: Settings, arch: str) -> str:
