@@ -45,6 +45,7 @@ from vmdebootstrap.root import reproducible
 from vmdebootstrap.root.cache import MirrorRelease, bootstrap_with_cache, tool_version
 from vmdebootstrap.root.hook import HookEnv, run_hook
 from vmdebootstrap.root.hookapt import build_sources
+from vmdebootstrap.root.inventory import InstalledPackage, inventory
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -58,6 +59,9 @@ class Context:
     work: Path
     root: Path
     release: MirrorRelease
+    # What is installed, read before apt's lists are cleaned (the SBOM
+    # takes each package's pool file and checksum from them).
+    packages: tuple[InstalledPackage, ...] = ()
 
 
 def build(plan: Plan, runner: Runner) -> list[Path]:
@@ -82,7 +86,8 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
             populate(ctx)
             with step(f"Writing the {plan.output} output"), \
                     progress.reading(progress.output_progress):
-                written = kind.write(Job(plan, runner, ctx.root, work, recipe_of(ctx)))
+                written = kind.write(Job(plan, runner, ctx.root, work, recipe_of(ctx),
+                                         ctx.packages))
         apply_umask(written, umask)
         chown_outputs(written, plan.targets.owner)
     log.info("wrote %s", ", ".join(str(p) for p in written))
@@ -137,6 +142,7 @@ def populate(ctx: Context) -> None:
             with step("Updating the initramfs"), chroot_mounts(runner, root), \
                     daemons_blocked(root):
                 cf.update_initramfs(plan, runner, root)
+        ctx.packages = inventory(runner, root)
         cf.clean_apt(root)
         cf.remove_build_leftovers(root)
         cf.make_safe_to_share(root)
@@ -163,10 +169,11 @@ def build_image(ctx: Context) -> list[Path]:
         with step("Installing the bootloader"):
             image.install_bootloader(plan, runner, target)
         listing = files.package_list(runner, ctx.root)
-        recipe = root_manifest(Job(plan, runner, ctx.root, ctx.work, recipe_of(ctx)), ctx.root)
-    # The manifest and package list appear only once their image has.
+        job = Job(plan, runner, ctx.root, ctx.work, recipe_of(ctx), ctx.packages)
+        recipe = root_manifest(job, ctx.root)
+    # The manifest, SBOM and package list appear only once their image has.
     return [plan.targets.path, checksum_path(plan.targets.path),
-            *publish_beside(plan, recipe, plan.targets.path),
+            *publish_beside(job, recipe, plan.targets.path),
             *publish_pkglist(plan.targets.pkglist, listing)]
 
 
@@ -178,8 +185,7 @@ def recipe_of(ctx: Context) -> dict[str, object]:
     except MirrorError as exc:  # a local mirror without a Release file over http
         log.info("the manifest pins no mirror state: %s", exc)
         release = b""
-    packages = manifest.parse_packages(files.package_list(ctx.runner, ctx.root))
-    return manifest.recipe(ctx.plan, release=release, packages=packages,
+    return manifest.recipe(ctx.plan, release=release, packages=ctx.packages,
                            tool_version=tool_version(ctx.runner, ctx.plan.bootstrap_tool))
 
 

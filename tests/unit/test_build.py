@@ -180,9 +180,11 @@ def test_successful_tarball_build(plan_of: PlanOf, rig: Rig) -> None:
     written = build_module.build(plan, runner)
     final = rig.out / "root.tar.gz"
     beside = rig.out / "root.tar.gz.manifest.json"
-    assert written == [final, rig.out / "root.tar.gz.sha256", beside]
+    assert written == [final, rig.out / "root.tar.gz.sha256", beside,
+                       rig.out / "root.tar.gz.spdx.json"]
     assert sorted(p.name for p in rig.out.iterdir()) == [
-        "root.tar.gz", "root.tar.gz.manifest.json", "root.tar.gz.sha256"]
+        "root.tar.gz", "root.tar.gz.manifest.json", "root.tar.gz.sha256",
+        "root.tar.gz.spdx.json"]
     recipe = json.loads(beside.read_text())
     assert recipe["output"] == "tarball" and recipe["output_file"]["name"] == "root.tar.gz"
     assert recipe["mirror"]["date_epoch"] == 1761991200

@@ -10,13 +10,16 @@ from pathlib import Path
 from vmdebootstrap.host.digest import Digests
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import manifest
+from vmdebootstrap.root.inventory import InstalledPackage
 
 PlanOf = Callable[..., Plan]
 RELEASE = (b"-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: Debian\n"
            b"Suite: stable\nCodename: trixie\nDate: Sat, 01 Nov 2025 10:00:00 UTC\n"
            b"Valid-Until: Sat, 08 Nov 2025 10:00:00 UTC\n")
-PACKAGES = [manifest.Package("less", "590-2", "amd64", "less", "590-2"),
-            manifest.Package("base-files", "13.8", "amd64", "base-files", "13.8")]
+PACKAGES = [InstalledPackage("less", "590-2", "amd64", "less", "590-2", None, None, None),
+            InstalledPackage("base-files", "13.8", "amd64", "base-files", "13.8",
+                             "pool/main/b/base-files/base-files_13.8_amd64.deb", "ab" * 32,
+                             "GPL-2.0-or-later")]
 
 
 def recipe(plan: Plan) -> dict[str, object]:
@@ -88,13 +91,6 @@ def test_snapshot_urls() -> None:
     assert manifest.is_snapshot("http://snapshot.invalid/archive/debian/20250102T030405Z/")
     assert manifest.is_snapshot("http://snapshot.invalid/archive/debian/20250102T030405Z")
     assert not manifest.is_snapshot("http://mirror.invalid/debian/")
-
-
-def test_parse_packages() -> None:
-    listing = "less\t590-2\tamd64\t\t\nlibc6\t2.36-9\tamd64\tglibc\t2.36-9\nbroken\n"
-    assert manifest.parse_packages(listing) == [
-        manifest.Package("less", "590-2", "amd64", "less", "590-2"),
-        manifest.Package("libc6", "2.36-9", "amd64", "glibc", "2.36-9")]
 
 
 def test_settings_of_other_outputs_are_left_out(plan_of: PlanOf, tmp_path: Path) -> None:

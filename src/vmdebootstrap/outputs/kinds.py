@@ -15,16 +15,19 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmdebootstrap import __version__
 from vmdebootstrap.host.digest import Digests
 from vmdebootstrap.host.publish import SUMS_NAME, checksum_path, staged_dir, staged_file
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.options import OUTPUT_KINDS
 from vmdebootstrap.intent.plan import Plan
-from vmdebootstrap.outputs import files, iso, manifest
+from vmdebootstrap.outputs import files, iso, manifest, sbom
+from vmdebootstrap.root.inventory import InstalledPackage
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Job:
     # The build's manifest without the files it writes (outputs.manifest);
     # None writes none (unit tests of other parts).
     recipe: Mapping[str, object] | None = None
+    packages: tuple[InstalledPackage, ...] = ()  # for the SBOM (outputs.sbom)
 
 
 # The suffixes that compress a --tarball, as 1.x's tar -a (--auto-compress)
@@ -88,7 +92,7 @@ class Tarball(OutputKind):
         with staged_file(final, check=lambda p: files.check_tarball(runner, p, final.name),
                          checksum=True) as tmp:
             files.write_tarball(runner, job.root, tmp, final.name, job.plan.epoch)
-        return [final, checksum_path(final), *publish_beside(job.plan, doc, final),
+        return [final, checksum_path(final), *publish_beside(job, doc, final),
                 *write_pkglist(job)]
 
 
@@ -139,7 +143,7 @@ class Iso(OutputKind):
             with staged_file(final, check=lambda p: iso.check_iso(runner, p, plan.arch),
                              checksum=True) as tmp:
                 iso.build_iso(runner, spec, squash_dir, tmp, scratch, digests)
-        return [final, checksum_path(final), *publish_beside(plan, doc, final),
+        return [final, checksum_path(final), *publish_beside(job, doc, final),
                 *([kept] if kept else []), *write_pkglist(job)]
 
 
@@ -213,20 +217,40 @@ def root_manifest(job: Job, root: Path) -> Mapping[str, object] | None:
 
 def squash_manifest(job: Job, directory: Path,
                     digests: Digests) -> Mapping[str, object] | None:
-    """A live output's manifest, with its files' sha256, in the squash
-    directory (an ISO carries that directory's files in /live)."""
+    """A live output's manifest, with its files' sha256, and the SBOM of
+    its squashfs, in the squash directory (an ISO carries that directory's
+    files in /live)."""
     if job.recipe is None:
         return None
     doc = manifest.with_files(job.recipe, directory, iso.SQUASH_FILES, digests)
     manifest.write(directory / manifest.NAME, doc)
+    squashfs = directory / "filesystem.squashfs"
+    sbom.write_spdx(directory / sbom.SQUASH_SBOM, spdx_of(job, squashfs, digests))
     return doc
 
 
-def publish_beside(plan: Plan, doc: Mapping[str, object] | None, output: Path) -> list[Path]:
-    """NAME.manifest.json beside an output file, once the output is there."""
+def publish_beside(job: Job, doc: Mapping[str, object] | None, output: Path) -> list[Path]:
+    """NAME.manifest.json and NAME.spdx.json beside an output file, once the
+    output is there."""
     if doc is None:
         return []
-    final = manifest.beside_path(output)
-    with staged_file(final) as tmp:
-        manifest.write(tmp, manifest.beside(doc, plan, output, Digests()))
-    return [final]
+    digests = Digests()
+    written = []
+    for final, write in (
+            (manifest.beside_path(output),
+             lambda p: manifest.write(p, manifest.beside(doc, job.plan, output, digests))),
+            (manifest.sbom_path(output),
+             lambda p: sbom.write_spdx(p, spdx_of(job, output, digests)))):
+        with staged_file(final) as tmp:
+            write(tmp)
+        written.append(final)
+    return written
+
+
+def spdx_of(job: Job, output: Path, digests: Digests) -> dict[str, object]:
+    plan = job.plan
+    return sbom.spdx_document(
+        name=output.name, output_name=output.name, output_sha256=digests.sha256(output),
+        packages=job.packages, mirror=plan.manifest_mirror or plan.mirror,
+        distribution=plan.distribution, tool_version=__version__,
+        created=plan.epoch if plan.epoch is not None else int(time.time()))

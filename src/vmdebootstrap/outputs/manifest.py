@@ -33,13 +33,13 @@ import email.utils
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap import __version__
 from vmdebootstrap.host.digest import Digests, file_sha256
 from vmdebootstrap.intent.options import OPTIONS, Kind, Option, format_mode
 from vmdebootstrap.intent.plan import Plan
+from vmdebootstrap.root.inventory import InstalledPackage
 
 NAME = "vmdebootstrap.manifest.json"
 IN_ROOT = Path("var/lib/vmdebootstrap/manifest.json")
@@ -58,15 +58,6 @@ ISO_ONLY = frozenset({"iso-volume-id", "iso-menu-title", "installer"})
 
 # A snapshot mirror serves one archive state per URL: .../archive/debian/20250102T030405Z/
 SNAPSHOT_URL = re.compile(r"/archive/[^/]+/\d{8}T\d{6}Z/?$")
-
-
-@dataclass(frozen=True)
-class Package:
-    name: str
-    version: str
-    architecture: str
-    source: str
-    source_version: str
 
 
 def is_snapshot(mirror: str) -> bool:
@@ -145,7 +136,7 @@ def input_files(plan: Plan) -> dict[str, list[Path]]:
 
 
 def recipe(plan: Plan, *, release: bytes, tool_version: str,
-           packages: Sequence[Package]) -> dict[str, object]:
+           packages: Sequence[InstalledPackage]) -> dict[str, object]:
     """The manifest of a build, without the files it wrote."""
     system = plan.system
     return {
@@ -165,8 +156,9 @@ def recipe(plan: Plan, *, release: bytes, tool_version: str,
                    **release_facts(release)},
         "source_date_epoch": plan.epoch,
         "bootstrap": {"tool": plan.bootstrap_tool, "version": tool_version},
-        "packages": [vars(p) for p in sorted(packages,
-                                              key=lambda p: (p.name, p.architecture))],
+        "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture,
+                      "source": p.source, "source_version": p.source_version}
+                     for p in sorted(packages, key=lambda p: (p.name, p.architecture))],
     }
 
 
@@ -202,14 +194,5 @@ def beside_path(output: Path) -> Path:
     return output.with_name(f"{output.name}.manifest.json")
 
 
-def parse_packages(listing: str) -> list[Package]:
-    """files.package_list's lines (package, version, architecture, source,
-    source version, tab separated)."""
-    packages = []
-    for line in listing.splitlines():
-        fields = line.split("\t")
-        if len(fields) == 5:
-            name, version, arch, source, source_version = fields
-            packages.append(Package(name, version, arch, source or name,
-                                    source_version or version))
-    return packages
+def sbom_path(output: Path) -> Path:
+    return output.with_name(f"{output.name}.spdx.json")

@@ -29,6 +29,11 @@ _NAMESPACE = uuid.UUID("6f0f3c1e-6b5e-5d0a-9a49-766d6465626f")
 _LICENSE_REF = re.compile(re.escape(LICENSE_REF) + r"[A-Za-z0-9.-]+")
 
 
+# The SBOM of a live output's squashfs, in its squash directory and the
+# ISO's /live.
+SQUASH_SBOM = "filesystem.spdx.json"
+
+
 def spdx_document(*, name: str, output_name: str, output_sha256: str,
                   packages: Sequence[InstalledPackage], mirror: str, distribution: str,
                   created: int, tool_version: str) -> dict[str, object]:
