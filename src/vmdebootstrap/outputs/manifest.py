@@ -52,6 +52,7 @@ NOT_SETTINGS = frozenset({
     "dry-run", "owner", "cache-dir", "no-cache", "refresh-cache", "boot-test",
     "keep-on-failure", "pkglist", "root-password", "user", "customize",
     "custom-package", "splash", "preseed",
+    "reproducible",  # it only chooses source_date_epoch, which is recorded
 })
 # Settings of the ISO alone (the image group's are a disk image's alone).
 ISO_ONLY = frozenset({"iso-volume-id", "iso-menu-title", "installer"})
