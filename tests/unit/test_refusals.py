@@ -274,3 +274,9 @@ def test_a_hook_neither_executable_nor_with_a_shebang(run_cli: RunCli, host: Hos
     hook.write_text("#!/bin/sh\necho hi\n")
     assert errors(run_cli("--tarball", "r.tar", "--customize", "hook.sh")) == [
         f"--customize: {hook} is not executable (chmod +x {hook})"]
+
+
+def test_text_that_is_not_utf8_with_other_positionals(run_cli: RunCli) -> None:
+    assert errors(run_cli("--tarball", "r.tar", "a", "\udcff")) == [
+        f"unexpected argument 4 (not valid UTF-8 text): {NO_POSITIONALS}",
+        f"unexpected argument 3 'a': {NO_POSITIONALS}"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from vmdebootstrap import __version__
@@ -61,9 +61,10 @@ class Parser(argparse.ArgumentParser):
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
         argv = list(args or [])
         strays = stray_arguments(argv, self._takes_value)
-        problems = encoding_problems(argv, strays, self._takes_value)
-        if problems:  # nothing else is said about a value that cannot be shown
-            raise UsageError(problems)
+        problems = encoding_problems(argv, strays)
+        if problems:  # argparse is not asked about text that cannot be shown
+            raise UsageError(problems + self._stray_problems(
+                argv, [(i, a) for i, a in strays if _is_utf8(a)]))
         ns, extras = self.parse_known_args(argv, namespace)
         if extras:
             raise UsageError(self._extras_problems(argv, extras, strays))
@@ -79,6 +80,10 @@ class Parser(argparse.ArgumentParser):
         positional = {arg for _i, arg in strays}
         problems = [self._unknown_option(arg) for arg in dict.fromkeys(extras)
                     if arg not in positional]
+        return problems + self._stray_problems(argv, strays)
+
+    def _stray_problems(self, argv: list[str], strays: list[tuple[int, str]]) -> list[str]:
+        problems = []
         for index, arg in strays:
             previous = argv[index - 2] if index > 1 else ""
             takes = self._takes_value(previous)
@@ -107,11 +112,13 @@ def stray_problem(index: int, arg: str, previous: str, previous_takes: bool | No
             "no positional arguments; options start with --")
 
 
-def stray_arguments(argv: list[str], takes_value: object) -> list[tuple[int, str]]:
+TakesValue = Callable[[str], bool | None]
+
+
+def stray_arguments(argv: list[str], takes_value: TakesValue) -> list[tuple[int, str]]:
     """The arguments (position from 1, text) that are no option nor an
     option's value, found as argparse finds them: everything after '--',
     and words that do not start with '-' where no option expects a value."""
-    assert callable(takes_value)
     strays: list[tuple[int, str]] = []
     i = 0
     while i < len(argv):
@@ -137,12 +144,10 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def encoding_problems(argv: list[str], strays: list[tuple[int, str]],
-                      takes_value: object) -> list[str]:
+def encoding_problems(argv: list[str], strays: list[tuple[int, str]]) -> list[str]:
     """Bytes that are not UTF-8 (a file name from another locale) reach us
     as lone surrogates, which nothing can print or write into the image.
     The value is not echoed: it may be a password."""
-    assert callable(takes_value)
     positions = {i for i, _arg in strays}
     problems = []
     for i, arg in enumerate(argv):
