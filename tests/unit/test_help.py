@@ -53,6 +53,9 @@ def test_switch_defaults_in_debian_words(help_text: str) -> None:
     assert found["--secure-boot"].endswith("(default: yes)")
     assert found["--pkglist"].endswith("(default: no)")
     assert "(default:" not in found["--no-kernel"]  # "--no-kernel (default: no)" says nothing
+    # grub is the bootloader unless extlinux is asked for: not "no" as its None would say
+    assert found["--grub"].endswith("(default: yes, unless --extlinux)")
+    assert found["--extlinux"].endswith("(default: no)")
 
 
 @pytest.mark.parametrize("name", ["roottype", "boottype", "bootflag", "part-type",
