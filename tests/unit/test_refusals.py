@@ -280,3 +280,10 @@ def test_text_that_is_not_utf8_with_other_positionals(run_cli: RunCli) -> None:
     assert errors(run_cli("--tarball", "r.tar", "a", "\udcff")) == [
         f"unexpected argument 4 (not valid UTF-8 text): {NO_POSITIONALS}",
         f"unexpected argument 3 'a': {NO_POSITIONALS}"]
+
+
+def test_verify_not_first(run_cli: RunCli) -> None:
+    assert errors(run_cli("--verbose", "verify", "out.iso")) == [
+        f"unexpected argument 2 'verify' (the verify subcommand comes first: vmdebootstrap "
+        f"verify OUTPUT): {NO_POSITIONALS}",
+        f"unexpected argument 3 'out.iso': {NO_POSITIONALS}"]

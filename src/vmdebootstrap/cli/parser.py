@@ -106,7 +106,9 @@ def stray_problem(index: int, arg: str, previous: str, previous_takes: bool | No
         return (f"unexpected argument {index} '--': vmdebootstrap takes no positional "
                 "arguments, so there is nothing for '--' to separate")
     hint = ""
-    if previous_takes is False:
+    if arg == "verify":  # the one subcommand (cli.main), which only works first
+        hint = " (the verify subcommand comes first: vmdebootstrap verify OUTPUT)"
+    elif previous_takes is False:
         hint = f" ({previous} is a switch and takes no value)"
     return (f"unexpected argument {index} {printable(repr(arg))}{hint}: vmdebootstrap takes "
             "no positional arguments; options start with --")
