@@ -62,6 +62,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the rebuilt output in --work-dir")
     p.add_argument("--cache-dir", metavar="DIR", help="the cache the rebuild uses")
     p.add_argument("--no-cache", action="store_true", help="rebuild without the caches")
+    p.add_argument("--diffoscope", type=Path, metavar="FILE",
+                   help="where diffoscope's report goes when the bytes differ and diffoscope "
+                   "is installed (default: OUTPUT's name + .diffoscope.txt in the current "
+                   "directory)")
+    p.add_argument("--no-diffoscope", action="store_true", help="do not run diffoscope")
     p.add_argument("--verbose", action="store_true", help="show each step of the rebuild")
     return p.parse_args(list(argv))
 
@@ -368,7 +373,8 @@ def verify(args: argparse.Namespace) -> int:
             differences += changed_packages(doc, load_manifest(rebuilt))
         print(f"differs: {args.output} is not what its manifest builds:")
         print("\n".join(f"  {line}" for line in differences))
-        report = diffoscope(args.output, rebuilt, work.parent / f"{work.name}.diffoscope.txt")
+        report = None if args.no_diffoscope else diffoscope(
+            args.output, rebuilt, args.diffoscope or Path(f"{args.output.name}.diffoscope.txt"))
         if report is not None:
             print(f"diffoscope's report: {report}")
         if args.keep:

@@ -84,15 +84,16 @@ UNWIND_SECONDS = 300  # how long an interrupted build may take to undo what it s
 
 def vmdebootstrap(*args: str, cwd: Path | None = None, timeout: int = 1800,
                   env: dict[str, str] | None = None, stdin: str | None = None,
-                  unset: tuple[str, ...] = ()) -> Run:
+                  unset: tuple[str, ...] = (), prefix: tuple[str, ...] = ()) -> Run:
     """Run the real command, as a user would (with the session's cache);
-    ``env`` adds to the test run's environment, ``unset`` takes from it."""
+    ``env`` adds to the test run's environment, ``unset`` takes from it;
+    ``prefix`` runs it through another command (unshare, taskset...)."""
     import time
 
     if "--no-cache" not in args and "--cache-dir" not in args:
         args = (*args, "--cache-dir", str(SESSION_CACHE))
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "vmdebootstrap", *args],
+    proc = subprocess.Popen([*prefix, sys.executable, "-m", "vmdebootstrap", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                             env={**{k: v for k, v in os.environ.items() if k not in unset},
                                  **(env or {})},

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from vmdebootstrap.host.apt_sources import is_snapshot_url, source_options
 from vmdebootstrap.host.digest import Digests
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import manifest
@@ -88,9 +89,33 @@ def test_files_and_beside(plan_of: PlanOf, tmp_path: Path) -> None:
 
 
 def test_snapshot_urls() -> None:
-    assert manifest.is_snapshot("http://snapshot.invalid/archive/debian/20250102T030405Z/")
-    assert manifest.is_snapshot("http://snapshot.invalid/archive/debian/20250102T030405Z")
-    assert not manifest.is_snapshot("http://mirror.invalid/debian/")
+    assert is_snapshot_url("http://snapshot.invalid/archive/debian/20250102T030405Z/")
+    assert is_snapshot_url("http://snapshot.invalid/archive/debian/20250102T030405Z")
+    assert not is_snapshot_url("http://mirror.invalid/debian/")
+    assert source_options() == ""
+    assert source_options(snapshot=True) == "[check-valid-until=no] "
+    assert source_options(check_signatures=False, snapshot=True) == \
+        "[trusted=yes check-valid-until=no] "
+
+
+def test_snapshot_turns_off_valid_until_only(plan_of: PlanOf, tmp_path: Path) -> None:
+    from vmdebootstrap.root.bootstrap import mmdebstrap_argv
+    from vmdebootstrap.root.hookapt import build_source_line
+
+    plain = plan_of("--iso", str(tmp_path / "live.iso"))
+    given = plan_of("--iso", str(tmp_path / "live.iso"), "--snapshot")
+    found = plan_of("--iso", str(tmp_path / "live.iso"), "--mirror",
+                    "http://snapshot.invalid/archive/debian/20261201T000000Z/")
+    assert not plain.snapshot and given.snapshot and found.snapshot
+    assert given.iso is not None and given.iso.snapshot
+    valid_until = "--aptopt=Acquire::Check-Valid-Until false"
+    assert valid_until in mmdebstrap_argv(given, tmp_path)
+    assert valid_until not in mmdebstrap_argv(plain, tmp_path)
+    assert "[check-valid-until=no] " in build_source_line(found)
+    assert "[" not in build_source_line(plain)
+    mirror = recipe(given)["mirror"]
+    assert isinstance(mirror, dict) and mirror["snapshot"] is True
+    assert recipe(given)["settings"]["snapshot"] is True  # type: ignore[index]
 
 
 def test_settings_of_other_outputs_are_left_out(plan_of: PlanOf, tmp_path: Path) -> None:

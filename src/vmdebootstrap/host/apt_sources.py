@@ -7,6 +7,7 @@ gives a mirror debootstrap can install from.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,6 +19,10 @@ DEFAULT_ETC_APT = Path("/etc/apt")
 
 NOT_PLAIN_SUFFIXES = ("-security", "-updates", "-backports", "-proposed-updates")
 # debootstrap fetches over these; cdrom:, mirror+file: and the like it cannot use.
+# A snapshot mirror names one state of an archive in its URL:
+# .../archive/debian/20261201T000000Z/
+SNAPSHOT_URL = re.compile(r"/archive/[^/]+/\d{8}T\d{6}Z/?$")
+
 USABLE_SCHEMES = ("http", "https", "ftp", "file")
 FALSE_WORDS = ("no", "false", "without", "off", "0")
 
@@ -170,3 +175,18 @@ def default_mirror(etc_apt: Path = DEFAULT_ETC_APT) -> str:
         if is_debian_archive(source):
             return normalise_uri(source.uri)
     raise UsageError(NO_MIRROR)
+
+
+def is_snapshot_url(url: str) -> bool:
+    """Whether the URL names one archive state (a snapshot mirror's)."""
+    return SNAPSHOT_URL.search(url.rstrip("/") + "/") is not None
+
+
+def source_options(*, check_signatures: bool = True, snapshot: bool = False) -> str:
+    """The [options] of a one-line apt source for the build's mirror: no
+    signature check with --no-check-gpg (the bootstrap trusted the mirror
+    as it is), no Valid-Until check for a snapshot (its Release files are
+    old on purpose)."""
+    options = ([] if check_signatures else ["trusted=yes"]) + \
+        (["check-valid-until=no"] if snapshot else [])
+    return f"[{' '.join(options)}] " if options else ""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host.apt_sources import source_options
 from vmdebootstrap.host.run import CommandError, Runner
 
 ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -41,13 +42,14 @@ class Archive:
     components: tuple[str, ...] = ("main",)
     keyring: Path | None = None  # a keyring file, or a directory of them; None: Debian's
     check_signatures: bool = True
+    snapshot: bool = False
 
 
 def sources_list(archive: Archive) -> str:
-    # Without signature checks (--no-check-gpg) the bootstrap trusted the
-    # mirror as it is; so does this apt, with no key at all.
-    trusted = "" if archive.check_signatures else "[trusted=yes] "
-    return (f"deb {trusted}{archive.mirror.rstrip('/')} {archive.suite} "
+    # Without signature checks (--no-check-gpg) this apt has no key at all.
+    options = source_options(check_signatures=archive.check_signatures,
+                             snapshot=archive.snapshot)
+    return (f"deb {options}{archive.mirror.rstrip('/')} {archive.suite} "
             f"{' '.join(archive.components)}\n")
 
 

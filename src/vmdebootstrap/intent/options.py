@@ -89,6 +89,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("kernel-package", S, "kernel package instead of the architecture's default",
            metavar="PACKAGE"),
     Option("no-acpid", B, "do not install acpid", default=False, negatable=False),
+    Option("snapshot", B, "the mirror is a snapshot of one archive state, whose Release "
+           "files are past their Valid-Until: do not check that (nothing else); on by "
+           "itself for URLs like .../archive/debian/20261201T000000Z/", default=False),
     Option("no-check-gpg", B, "do NOT verify the mirror's Release signature (insecure)",
            default=False, negatable=False),
     Option("cache-dir", S, "cache of downloaded packages and bootstrapped roots, shared "

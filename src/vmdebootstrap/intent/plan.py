@@ -77,6 +77,7 @@ class IsoSpec:
     components: tuple[str, ...] = ("main",)
     keyring: Path | None = None  # None: the Debian archive keyring
     check_signatures: bool = True
+    snapshot: bool = False  # the mirror is a snapshot: no Valid-Until check
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class Plan:
     targets: Targets
     system: System
     check_signatures: bool = True
+    snapshot: bool = False  # --snapshot, or a snapshot mirror's URL
     cache_dir: Path | None = None  # None: --no-cache
     refresh_cache: bool = False
     image: ImageSpec | None = None

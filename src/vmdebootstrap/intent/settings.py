@@ -42,6 +42,7 @@ class Settings:
     no_kernel: bool = False
     kernel_package: str | None = None
     no_acpid: bool = False
+    snapshot: bool = False
     no_check_gpg: bool = False
     cache_dir: str | None = None  # None: the host's default (plan.facts.Host)
     no_cache: bool = False

@@ -57,13 +57,6 @@ NOT_SETTINGS = frozenset({
 # Settings of the ISO alone (the image group's are a disk image's alone).
 ISO_ONLY = frozenset({"iso-volume-id", "iso-menu-title", "installer"})
 
-# A snapshot mirror serves one archive state per URL: .../archive/debian/20250102T030405Z/
-SNAPSHOT_URL = re.compile(r"/archive/[^/]+/\d{8}T\d{6}Z/?$")
-
-
-def is_snapshot(mirror: str) -> bool:
-    return SNAPSHOT_URL.search(mirror.rstrip("/") + "/") is not None
-
 
 def release_facts(release: bytes) -> dict[str, object]:
     """What the manifest pins of the mirror's state: its Release file."""
@@ -153,7 +146,7 @@ def recipe(plan: Plan, *, release: bytes, tool_version: str,
             "root_password_hash": system.root_password_hash,
         },
         "mirror": {"url": plan.manifest_mirror or plan.mirror, "suite": plan.distribution,
-                   "snapshot": is_snapshot(plan.manifest_mirror or plan.mirror),
+                   "snapshot": plan.snapshot,
                    **release_facts(release)},
         "source_date_epoch": plan.epoch,
         "bootstrap": {"tool": plan.bootstrap_tool, "version": tool_version},

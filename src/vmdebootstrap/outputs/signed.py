@@ -54,7 +54,8 @@ SIGNED_BOOT: Mapping[str, SignedBoot] = {
 def archive_of(spec: IsoSpec) -> Archive:
     assert spec.mirror, "planning gives a Secure Boot ISO a mirror"
     return Archive(mirror=spec.mirror, suite=spec.distribution, components=spec.components,
-                   keyring=spec.keyring, check_signatures=spec.check_signatures)
+                   keyring=spec.keyring, check_signatures=spec.check_signatures,
+                   snapshot=spec.snapshot)
 
 
 def unsigned_reason(missing: list[str], spec: IsoSpec) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 # shutil is the module tests patch (plan.shutil.which) to say what is installed.
 import shutil  # noqa: F401
 
+from vmdebootstrap.host import apt_sources
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.plan.boot import boot_login_of, check_boot_test
@@ -81,6 +82,7 @@ def make_plan(s: Settings, host: Host | None = None) -> Plan:
         kernel_package=packages.kernel, custom_debs=packages.debs, foreign=target.foreign,
         targets=targets_of(s, output), system=system_of(s, target.arch, users, hook),
         check_signatures=check_signed,
+        snapshot=s.snapshot or apt_sources.is_snapshot_url(mirror),
         cache_dir=cache_dir, refresh_cache=s.refresh_cache,
         image=image_spec_of(s, target.arch, output, target.codename),
         iso=iso_of(s, target, mirror, output, components=bootstrap.components,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from vmdebootstrap.host.apt_sources import is_snapshot_url
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs import iso
@@ -114,6 +115,7 @@ def iso_spec_of(s: Settings, arch: str, codename: str, mirror: str,
         serial_tty=serial_tty_of(s, arch),
         secure_boot=s.secure_boot and arch in SIGNED_BOOT, components=components,
         keyring=Path(keyring) if keyring else None, check_signatures=check_signatures,
+        snapshot=s.snapshot or is_snapshot_url(mirror),
     )
 
 

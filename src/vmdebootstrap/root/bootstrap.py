@@ -38,6 +38,8 @@ def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list
     keyring = plan.opt("keyring")
     if keyring:
         argv.append(f"--keyring={keyring}")
+    if plan.snapshot:
+        argv.append("--aptopt=Acquire::Check-Valid-Until false")
     if not plan.check_signatures:
         argv += ["--aptopt=Acquire::AllowInsecureRepositories true",
                  "--aptopt=APT::Get::AllowUnauthenticated true"]

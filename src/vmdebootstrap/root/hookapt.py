@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from vmdebootstrap.host.apt_sources import source_options
 from vmdebootstrap.host.chroot import chroot_argv, chroot_env
 from vmdebootstrap.host.resources import chroot_mounts
 from vmdebootstrap.host.run import Runner
@@ -30,8 +31,8 @@ ASIDE = "etc/apt/vmdebootstrap-image-sources"
 
 
 def build_source_line(plan: Plan) -> str:
-    trusted = "" if plan.check_signatures else "[trusted=yes] "
-    return (f"deb {trusted}{plan.mirror.rstrip('/')} {plan.distribution} "
+    options = source_options(check_signatures=plan.check_signatures, snapshot=plan.snapshot)
+    return (f"deb {options}{plan.mirror.rstrip('/')} {plan.distribution} "
             f"{' '.join(plan.components)}\n")
 
 
