@@ -32,7 +32,7 @@ from vmdebootstrap.host.passwords import UserSpec
 from vmdebootstrap.intent.options import BY_NAME, Kind
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.intent.settings import build_settings
-from vmdebootstrap.outputs import manifest
+from vmdebootstrap.outputs import compare, manifest
 from vmdebootstrap.root.cache import fetch_release
 
 log = logging.getLogger("vmdebootstrap")
@@ -135,11 +135,11 @@ def find_inputs(doc: Mapping[str, object], output: Path,
     missing = []
     for option, entries in inputs.items():
         paths = [Path(p) for p in recorded.get(option, [])]
-        places = [*dirs, output.parent if output.is_file() else output,
+        places = [output.parent if output.is_file() else output,
                   *(p.parent for p in paths), Path.cwd()]
         found[option] = []
         for entry in entries:
-            hit = _find(entry["name"], entry["sha256"], places)
+            hit = _find(entry["name"], entry["sha256"], dirs, places)
             if hit is None:
                 missing.append(f"--{option}: {entry['name']} (sha256 {entry['sha256']}) is "
                                "not beside the output, in a --hook-dir or where it was read "
@@ -151,16 +151,20 @@ def find_inputs(doc: Mapping[str, object], output: Path,
     return found
 
 
-def _find(name: str, digest: str, places: Sequence[Path]) -> Found | None:
+def _find(name: str, digest: str, hook_dirs: Sequence[Path],
+          places: Sequence[Path]) -> Found | None:
+    """Any file of a --hook-dir may be the input renamed; elsewhere only a
+    file of the recorded name is looked at (beside an output there are
+    big files, not worth hashing)."""
     same_name = None
-    for place in dict.fromkeys(p.resolve() for p in places if p.is_dir()):
-        for candidate in sorted(place.iterdir()):
-            if not candidate.is_file() or candidate.stat().st_size > 2**31:
+    for place in dict.fromkeys(p.resolve() for p in (*hook_dirs, *places) if p.is_dir()):
+        any_name = place in {d.resolve() for d in hook_dirs}
+        for candidate in sorted(place.iterdir()) if any_name else [place / name]:
+            if not candidate.is_file():
                 continue
             if candidate.name == name and same_name is None:
                 same_name = candidate
-            if (candidate.name == name or len(list(place.iterdir())) < 200) and \
-                    file_sha256(candidate) == digest:
+            if file_sha256(candidate) == digest:
                 return Found(candidate, True)
     return Found(same_name, False) if same_name is not None else None
 
@@ -265,67 +269,6 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-# --- comparing ------------------------------------------------------------------------
-
-
-def compare(original: Path, rebuilt: Path) -> list[str]:
-    """What differs between the two outputs; [] when they are identical."""
-    if original.is_dir():
-        mine = {p.name: file_sha256(p) for p in original.iterdir() if p.is_file()}
-        theirs = {p.name: file_sha256(p) for p in rebuilt.iterdir() if p.is_file()}
-        return [f"{name}: " + ("only in the rebuild" if name not in mine else
-                               "missing from the rebuild" if name not in theirs else
-                               "the bytes differ")
-                for name in sorted(set(mine) | set(theirs)) if mine.get(name) != theirs.get(name)]
-    a, b = file_sha256(original), file_sha256(rebuilt)
-    if a == b:
-        return []
-    lines = [f"{original.name}: sha256 {a[:16]}... ({original.stat().st_size} bytes), "
-             f"rebuilt {b[:16]}... ({rebuilt.stat().st_size} bytes)"]
-    lines += _iso_members(original, rebuilt)
-    return lines
-
-
-def _iso_members(original: Path, rebuilt: Path) -> list[str]:
-    """For ISOs: the files whose sha256 in /sha256sum.txt differ."""
-    sums = [_iso_sums(p) for p in (original, rebuilt)]
-    if not all(sums):
-        return []
-    mine, theirs = sums
-    return [f"  {name}: differs" for name in sorted(set(mine) | set(theirs))
-            if mine.get(name) != theirs.get(name)]
-
-
-def _iso_sums(iso: Path) -> dict[str, str]:
-    with tempfile.TemporaryDirectory(prefix="vmdebootstrap-verify-") as tmp:
-        dest = Path(tmp) / "sums"
-        run = subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract",
-                              "/sha256sum.txt", str(dest)], capture_output=True)
-        if run.returncode != 0 or not dest.is_file():
-            return {}
-        pairs = (line.split("  ", 1) for line in dest.read_text().splitlines())
-        return {name: digest for digest, name in pairs}
-
-
-def changed_packages(doc: Mapping[str, object], rebuilt: Mapping[str, object]) -> list[str]:
-    def versions(d: Mapping[str, object]) -> dict[str, str]:
-        pkgs = d.get("packages") or []
-        assert isinstance(pkgs, list)
-        return {f"{p['name']}:{p['architecture']}": p["version"] for p in pkgs}
-    mine, theirs = versions(doc), versions(rebuilt)
-    return [f"package {name}: {mine.get(name, '(none)')} -> {theirs.get(name, '(none)')}"
-            for name in sorted(set(mine) | set(theirs)) if mine.get(name) != theirs.get(name)]
-
-
-def diffoscope(original: Path, rebuilt: Path, report: Path) -> Path | None:
-    """diffoscope's text report, when diffoscope is installed."""
-    if shutil.which("diffoscope") is None:
-        return None
-    subprocess.run(["diffoscope", "--text", str(report), "--no-progress", str(original),
-                    str(rebuilt)], capture_output=True, timeout=3600, check=False)
-    return report if report.is_file() else None
-
-
 # --- the command ----------------------------------------------------------------------
 
 
@@ -365,15 +308,15 @@ def verify(args: argparse.Namespace) -> int:
     work = work_dir(args)
     try:
         rebuilt, changed = rebuild(doc, args, work)
-        differences = changed + compare(args.output, rebuilt)
+        differences = changed + compare.compare(args.output, rebuilt)
         if not differences:
             print(f"identical: {args.output} is what its manifest builds")
             return 0
         with contextlib.suppress(UsageError):
-            differences += changed_packages(doc, load_manifest(rebuilt))
+            differences += compare.changed_packages(doc, load_manifest(rebuilt))
         print(f"differs: {args.output} is not what its manifest builds:")
         print("\n".join(f"  {line}" for line in differences))
-        report = None if args.no_diffoscope else diffoscope(
+        report = None if args.no_diffoscope else compare.diffoscope(
             args.output, rebuilt, args.diffoscope or Path(f"{args.output.name}.diffoscope.txt"))
         if report is not None:
             print(f"diffoscope's report: {report}")
