@@ -97,7 +97,8 @@ def test_an_armhf_board_image_without_a_bootloader_option(tmp_path: Path) -> Non
     # No bootloader wrote boot code: the MBR's code area is empty.
     with image.open("rb") as fh:
         assert hashlib.sha256(fh.read(440)).digest() == hashlib.sha256(bytes(440)).digest()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.img", "board.img.sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "board.img", "board.img.manifest.json", "board.img.sha256", "board.img.spdx.json"]
     # The root (read without mounting it) holds armhf programs.
     start = table["partitions"][0]["start"] * 512
     true = subprocess.run(["debugfs", "-R", "cat /usr/bin/true", f"{image}?offset={start}"],

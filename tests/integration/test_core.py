@@ -40,7 +40,7 @@ def test_squash_dir_has_the_live_files(live_squash: tuple[Path, Path, Run]) -> N
     out, _, _ = live_squash
     names = {p.name for p in out.iterdir()}
     assert {"filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages",
-            "SHA256SUMS"} <= names
+            "SHA256SUMS", "vmdebootstrap.manifest.json", "filesystem.spdx.json"} <= names
     # every file the build wrote is listed, and sha256sum checks them all
     listed = {line.split("  ", 1)[1] for line in (out / "SHA256SUMS").read_text().splitlines()}
     assert listed == names - {"SHA256SUMS"}
@@ -140,7 +140,11 @@ def test_arm64_tarball_through_binfmt(tmp_path: Path) -> None:
     subprocess.run(["sha256sum", "--strict", "-c", "arm64.tar.gz.sha256"], cwd=tmp_path,
                    check=True, capture_output=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "arm64.tar.gz", "arm64.tar.gz.packages", "arm64.tar.gz.sha256"]
+        "arm64.tar.gz", "arm64.tar.gz.manifest.json", "arm64.tar.gz.packages",
+        "arm64.tar.gz.sha256", "arm64.tar.gz.spdx.json"]
+    sbom = json.loads((tmp_path / "arm64.tar.gz.spdx.json").read_text())
+    arches = {p["name"]: p.get("versionInfo") for p in sbom["packages"]}
+    assert "sudo" in arches and "pkg:deb/debian/sudo@" in json.dumps(sbom)
     # Under a pipe, without --verbose: the step lines and the last line only.
     lines = run.stdout.splitlines()
     assert lines[-1].startswith(f"Built {tarball} (") and "\x1b" not in run.stdout
@@ -155,12 +159,27 @@ STEP_LINE = re.compile(r"^[A-Z].*: (\d+ s|\d+ min \d\d s|\d+ h \d\d min)$")
 
 def test_terminal_shows_live_progress(tmp_path: Path) -> None:
     """On a terminal a status line moves: the step, its elapsed time and
-    apt's packages out of the total; it is wiped before each step line."""
+    apt's packages out of the total; it is wiped before each step line.
+    The build also says --snapshot (this machine's mirror stands in for a
+    snapshot mirror): apt's Valid-Until check is off, and the manifest
+    in the tarball and beside it records it."""
     tarball = tmp_path / "small.tar"
+    log = tmp_path / "build.log"
     code, shown = on_terminal("--no-default-configs", "--no-cache", "--tarball", str(tarball),
                               "--distribution", "bookworm", "--debootstrapopts",
-                              "variant=minbase", "--no-kernel")
+                              "variant=minbase", "--no-kernel", "--snapshot",
+                              "--log", str(log))
     assert code == 0, shown
+    assert "'--aptopt=Acquire::Check-Valid-Until false'" in log.read_text()
+    beside = json.loads((tmp_path / "small.tar.manifest.json").read_text())
+    assert beside["mirror"]["snapshot"] is True and beside["settings"]["snapshot"] is True
+    with tarfile.open(tarball) as tar:
+        member = tar.extractfile("./var/lib/vmdebootstrap/manifest.json")
+        assert member is not None
+        inside = json.loads(member.read())
+    assert inside == {k: v for k, v in beside.items() if k not in ("output_file", "input_paths")}
+    assert beside["output_file"]["sha256"] == sha256_of(tarball)
+    assert (tmp_path / "small.tar.spdx.json").is_file()
     assert re.search(r"\r\x1b\[KBootstrapping bookworm amd64 with mmdebstrap \[\d+ s\] "
                      r"\d+/\d+ (packages downloaded|unpacked)", shown), shown
     assert re.search(r"\r\x1b\[KBootstrapping bookworm amd64 with mmdebstrap: \d+ s\r?\n",

@@ -350,7 +350,8 @@ def test_image_is_built_as_asked(case: Case, built: dict[str, Built]) -> None:
     assert b.run.returncode == 0, b.run.stderr[-3000:]
     sums = b.image.with_name(b.image.name + ".sha256")
     assert sorted(p.name for p in b.image.parent.iterdir()) == sorted(
-        [b.image.name, sums.name, "build.log"])
+        [b.image.name, sums.name, "build.log", f"{b.image.name}.manifest.json",
+         f"{b.image.name}.spdx.json"])
     assert sums.read_text() == f"{file_sha256(b.image)}  {b.image.name}\n"
     if "--sparse" not in case.disk_args and case.suffix != ".qcow2":
         # free space was discarded: the file holds little more than the data
