@@ -54,7 +54,8 @@ def _what_to_boot(p: argparse.ArgumentParser) -> None:
     arch = default_arch()
     g.add_argument("--arch", default=arch, choices=list(GUESTS), metavar="ARCH", help=describe(
         "the architecture FILE is built for; QEMU emulates it", choices=list(GUESTS),
-        default=f"this machine's, {arch}" if arch else "this machine's"))
+        # Not the value: the man page is made from this on the build host.
+        default="this machine's"))
     g.add_argument("--media", choices=MEDIA, metavar="MEDIA", help=describe(
         "boot FILE as a CD (iso) or as a disk (raw or qcow2); it must agree with "
         "FILE's contents", choices=MEDIA,
