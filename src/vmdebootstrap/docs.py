@@ -36,7 +36,7 @@ DISTRO_CSV = "/usr/share/distro-info/debian.csv"
 EXAMPLES = (
     ("Build the console live ISO of the shipped example config and boot it in QEMU:",
      f"vmdebootstrap --config {SHARE}/live-console-amd64.conf\n"
-     "  --iso live.iso --boot-test --verbose"),
+     "  --iso live.iso --boot-test"),
     ("A debian-cd style build of the squashfs, kernel and initrd into out/amd64 (MIRROR and "
      "BUILD-MIRROR stand for the image's mirror and the one to build from):",
      "vmdebootstrap --owner builder --verbose --sudo --lock-root-password --enable-dhcp\n"
