@@ -16,7 +16,9 @@ from vmdebootstrap.intent.options import GROUPS, OPTIONS, Kind, Option, describe
 from vmdebootstrap.intent.settings import SECRET_OPTIONS
 
 USAGE = ("%(prog)s [OPTION...] --image FILE | --tarball FILE | --squash DIR | --iso FILE\n"
-         "       %(prog)s --config FILE [OPTION...]")
+         "       %(prog)s --config FILE [OPTION...]\n"
+         "       %(prog)s verify OUTPUT [--hook-dir DIR] (rebuild OUTPUT from its manifest "
+         "and compare)")
 # What argparse itself treats as a negative number, hence as a value.
 _NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
 
