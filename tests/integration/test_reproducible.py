@@ -1,8 +1,8 @@
 """Reproducible builds anyone can check.
 
 The same live ISO is built twice under different environments (reprotest's
-variations: TMPDIR, umask, time zone, locale, number of CPUs, host name,
-wall-clock time, a cold and a warm cache) with one SOURCE_DATE_EPOCH: the
+variations: TMPDIR, HOME, umask, time zone, locale, number of CPUs, host
+name, wall-clock time, a cold and a warm cache) with one SOURCE_DATE_EPOCH: the
 first build takes it from the mirror's Release date (--reproducible), the
 second is given it.  The bytes must be the same, and `vmdebootstrap
 verify` must say so, and must notice a hook that changed by one byte.
@@ -39,6 +39,8 @@ def build(out: Path, hook: Path, cache: Path, *, first: bool, epoch: int | None 
     if tmpdir is not None:
         tmpdir.mkdir(parents=True)
         env["TMPDIR"] = str(tmpdir)
+        (tmpdir / "home").mkdir()
+        env["HOME"] = str(tmpdir / "home")
     run = vmdebootstrap(
         "--no-default-configs", "--config", str(EXAMPLES / "live-console-amd64.conf"),
         "--customize", str(hook), "--cache-dir", str(cache),
