@@ -106,3 +106,7 @@ def test_builds_in_different_environments_are_identical_and_verify_says_so(
     assert "differs:" in other.stdout
     assert f"--customize: {hook} is not the file the output was built with" in other.stdout
     assert "live/vmdebootstrap.manifest.json: differs" in other.stdout
+    if shutil.which("diffoscope"):  # tools/setup-host installs it
+        report = tmp_path / "live.iso.diffoscope.txt"
+        assert "diffoscope's report: live.iso.diffoscope.txt" in other.stdout
+        assert "vmdebootstrap.manifest.json" in report.read_text()
