@@ -152,3 +152,12 @@ def test_changed_packages() -> None:
 def test_subcommand(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["verify", str(tmp_path / "missing.iso")]) == 2
     assert "vmdebootstrap verify: error: " in capsys.readouterr().err
+
+
+def test_disk_images_are_refused_before_a_rebuild(tmp_path: Path) -> None:
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"x")
+    (tmp_path / "disk.img.manifest.json").write_text(json.dumps(doc(output="image")))
+    args = verify.parse_args([str(image)])
+    with pytest.raises(UsageError, match="disk images are not bit-reproducible yet"):
+        verify.rebuild(verify.load_manifest(image), args, tmp_path / "work")
