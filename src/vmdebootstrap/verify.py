@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -78,8 +77,10 @@ def load_manifest(output: Path) -> dict[str, object]:
     """The manifest beside OUTPUT, or the one inside it."""
     if not output.exists():
         raise UsageError(f"{output}: no such file or directory")
-    candidates = [output / manifest.NAME] if output.is_dir() else \
-        [manifest.beside_path(output)]
+    # Beside first: only that one says where the inputs were read from.
+    candidates = [manifest.beside_path(output)]
+    if output.is_dir():
+        candidates.append(output / manifest.NAME)
     for path in candidates:
         if path.is_file():
             return _parsed(path.read_bytes(), path)
@@ -308,7 +309,12 @@ def rebuild(doc: Mapping[str, object], args: argparse.Namespace, work: Path) -> 
 
 
 def verify(args: argparse.Namespace) -> int:
+    """Exit status 0 identical, 1 different; a UsageError when the output
+    cannot be rebuilt here."""
     doc = load_manifest(args.output)
+    if os.geteuid() != 0:
+        raise UsageError("vmdebootstrap verify must run as root: it rebuilds the output "
+                         "(mounts, chroot)")
     work = work_dir(args)
     try:
         rebuilt, changed = rebuild(doc, args, work)
@@ -330,23 +336,3 @@ def verify(args: argparse.Namespace) -> int:
     finally:
         if not args.keep:
             remove(work)
-
-
-def main(argv: Sequence[str]) -> int:
-    """vmdebootstrap verify: exit 0 identical, 1 different, 2 cannot rebuild."""
-    from vmdebootstrap.errors import VmdebootstrapError
-    from vmdebootstrap.host.logs import setup_logging
-    from vmdebootstrap.host.run import Masker
-
-    args = parse_args(argv)
-    setup_logging(argparse.Namespace(verbose=args.verbose, log=None, log_mode=0o600,
-                                     log_level="debug"), Masker(), to_file=False)
-    try:
-        return verify(args)
-    except UsageError as exc:
-        for problem in exc.problems:
-            print(f"vmdebootstrap verify: error: {problem}", file=sys.stderr)
-        return exc.exit_code
-    except VmdebootstrapError as exc:
-        print(f"vmdebootstrap verify: {exc}", file=sys.stderr)
-        return exc.exit_code

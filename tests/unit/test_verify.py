@@ -151,7 +151,7 @@ def test_changed_packages() -> None:
 
 def test_subcommand(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["verify", str(tmp_path / "missing.iso")]) == 2
-    assert "vmdebootstrap verify: error: " in capsys.readouterr().err
+    assert "vmdebootstrap: error: " in capsys.readouterr().err
 
 
 def test_disk_images_are_refused_before_a_rebuild(tmp_path: Path) -> None:

@@ -136,13 +136,11 @@ def _install_signal_handlers() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["verify"]:  # a subcommand; 1.x took no positional arguments
-        from vmdebootstrap.verify import main as verify
-
-        return verify(args[1:])
     masker = Masker()
     plan: Plan | None = None
     try:
+        if args[:1] == ["verify"]:  # a subcommand; 1.x took no positional arguments
+            return _verify(args[1:], masker)
         ns = make_parser().parse_args(args)
         if getattr(ns, "list_config_files", False):
             print("".join(f"{path}\n" for path in config_files_of(ns)), end="")
@@ -188,6 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         err = explained(exc, plan) or unexpected(exc)
         report(err)
         return err.exit_code
+
+
+def _verify(argv: Sequence[str], masker: Masker) -> int:
+    """vmdebootstrap verify: its rebuild is a build, so Ctrl-C, kill and a
+    hang-up unwind it, and its errors are reported, as a build's are."""
+    from vmdebootstrap import verify
+
+    ns = verify.parse_args(argv)
+    setup_logging(argparse.Namespace(verbose=ns.verbose, log=None, log_mode=0o600,
+                                     log_level="debug"), masker, to_file=False)
+    _install_signal_handlers()
+    return verify.verify(ns)
 
 
 def _settings(ns: argparse.Namespace, masker: Masker) -> tuple[Settings, argparse.Namespace]:
