@@ -16,7 +16,7 @@ import contextlib
 import os
 import pwd
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +108,8 @@ class Squash(OutputKind):
                         checksums=True, digests=digests) as stage:
             files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression,
                                    kernel)
-            squash_manifest(job, stage, digests)
-        return [final]
+            doc = squash_manifest(job, stage, digests)
+        return [final, *publish_beside(job, doc, final)]
 
 
 class Iso(OutputKind):
@@ -144,7 +144,8 @@ class Iso(OutputKind):
                              checksum=True) as tmp:
                 iso.build_iso(runner, spec, squash_dir, tmp, scratch, digests)
         return [final, checksum_path(final), *publish_beside(job, doc, final),
-                *([kept] if kept else []), *write_pkglist(job)]
+                *([kept, *publish_beside(job, doc, kept)] if kept else []),
+                *write_pkglist(job)]
 
 
 class Image(OutputKind):
@@ -230,21 +231,21 @@ def squash_manifest(job: Job, directory: Path,
 
 
 def publish_beside(job: Job, doc: Mapping[str, object] | None, output: Path) -> list[Path]:
-    """NAME.manifest.json and NAME.spdx.json beside an output file, once the
-    output is there."""
+    """NAME.manifest.json and NAME.spdx.json beside an output, once the
+    output is there (a squash directory has its SBOM inside)."""
     if doc is None:
         return []
     digests = Digests()
-    written = []
-    for final, write in (
-            (manifest.beside_path(output),
-             lambda p: manifest.write(p, manifest.beside(doc, job.plan, output, digests))),
-            (manifest.sbom_path(output),
-             lambda p: sbom.write_spdx(p, spdx_of(job, output, digests)))):
+    writers: list[tuple[Path, Callable[[Path], object]]] = [
+        (manifest.beside_path(output),
+         lambda p: manifest.write(p, manifest.beside(doc, job.plan, output, digests)))]
+    if not output.is_dir():
+        writers.append((manifest.sbom_path(output),
+                        lambda p: sbom.write_spdx(p, spdx_of(job, output, digests))))
+    for final, write in writers:
         with staged_file(final) as tmp:
             write(tmp)
-        written.append(final)
-    return written
+    return [final for final, _ in writers]
 
 
 def spdx_of(job: Job, output: Path, digests: Digests) -> dict[str, object]:

@@ -22,9 +22,9 @@ build gives the same bytes:
 
 Where it is: a squash directory's ``vmdebootstrap.manifest.json``, the
 ISO's ``/live/vmdebootstrap.manifest.json``, and ``/var/lib/vmdebootstrap/
-manifest.json`` in a tarball's or an image's root.  Beside an ISO, tarball
-or image, ``NAME.manifest.json`` holds the same plus the output's own
-sha256 and size, and the paths the inputs were read from.
+manifest.json`` in a tarball's or an image's root.  Beside every output,
+``NAME.manifest.json`` holds the same plus the paths the inputs were read
+from and, for an output file, its own sha256 and size.
 """
 
 from __future__ import annotations
@@ -165,13 +165,16 @@ def with_files(doc: Mapping[str, object], directory: Path, names: Sequence[str],
 
 def beside(doc: Mapping[str, object], plan: Plan, output: Path,
            digests: Digests) -> dict[str, object]:
-    """The manifest published beside an output file: the output's own
-    checksum, and where the inputs were read from (for verify)."""
-    return {**doc,
+    """The manifest published beside an output: where the inputs were read
+    from (for verify), and an output file's own checksum (a directory's
+    files are in ``files`` already)."""
+    paths = {"input_paths": {name: [str(p) for p in paths]
+                             for name, paths in input_files(plan).items()}}
+    if output.is_dir():
+        return {**doc, **paths}
+    return {**doc, **paths,
             "output_file": {"name": output.name, "sha256": digests.sha256(output),
-                            "size": output.stat().st_size},
-            "input_paths": {name: [str(p) for p in paths]
-                            for name, paths in input_files(plan).items()}}
+                            "size": output.stat().st_size}}
 
 
 def dumps(doc: Mapping[str, object]) -> str:
