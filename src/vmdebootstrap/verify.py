@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -93,12 +92,9 @@ def load_manifest(output: Path) -> dict[str, object]:
 
 
 def _inside(output: Path) -> bytes | None:
-    with tempfile.TemporaryDirectory(prefix="vmdebootstrap-verify-") as tmp:
-        dest = Path(tmp) / "manifest.json"
-        iso = subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(output), "-extract",
-                              f"/live/{manifest.NAME}", str(dest)], capture_output=True)
-        if iso.returncode == 0 and dest.is_file():
-            return dest.read_bytes()
+    inside_iso = compare.iso_member(output, f"/live/{manifest.NAME}")
+    if inside_iso is not None:
+        return inside_iso
     with contextlib.suppress(tarfile.TarError, OSError), tarfile.open(output) as tar:
         member = tar.extractfile(f"./{manifest.IN_ROOT}")
         if member is not None:

@@ -40,15 +40,21 @@ def _iso_members(original: Path, rebuilt: Path) -> list[str]:
             if mine.get(name) != theirs.get(name)]
 
 
-def _iso_sums(iso: Path) -> dict[str, str]:
+def iso_member(iso: Path, member: str) -> bytes | None:
+    """A file of an ISO 9660 image (None: not an ISO, or no such file)."""
     with tempfile.TemporaryDirectory(prefix="vmdebootstrap-verify-") as tmp:
-        dest = Path(tmp) / "sums"
+        dest = Path(tmp) / "member"
         run = subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract",
-                              "/sha256sum.txt", str(dest)], capture_output=True)
-        if run.returncode != 0 or not dest.is_file():
-            return {}
-        pairs = (line.split("  ", 1) for line in dest.read_text().splitlines())
-        return {name: digest for digest, name in pairs}
+                              member, str(dest)], capture_output=True)
+        return dest.read_bytes() if run.returncode == 0 and dest.is_file() else None
+
+
+def _iso_sums(iso: Path) -> dict[str, str]:
+    text = iso_member(iso, "/sha256sum.txt")
+    if text is None:
+        return {}
+    pairs = (line.split("  ", 1) for line in text.decode("utf-8", "replace").splitlines())
+    return {name: digest for digest, name in pairs}
 
 
 def changed_packages(doc: Mapping[str, object], rebuilt: Mapping[str, object]) -> list[str]:

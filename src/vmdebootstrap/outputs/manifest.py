@@ -29,17 +29,19 @@ from and, for an output file, its own sha256 and size.
 
 from __future__ import annotations
 
-import email.utils
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vmdebootstrap import __version__
+from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host.digest import Digests, file_sha256
 from vmdebootstrap.intent.options import OPTIONS, Kind, Option, format_mode
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.root.inventory import InstalledPackage
+from vmdebootstrap.root.reproducible import release_date
 
 NAME = "vmdebootstrap.manifest.json"
 IN_ROOT = Path("var/lib/vmdebootstrap/manifest.json")
@@ -60,19 +62,16 @@ ISO_ONLY = frozenset({"iso-volume-id", "iso-menu-title", "installer"})
 
 def release_facts(release: bytes) -> dict[str, object]:
     """What the manifest pins of the mirror's state: its Release file."""
-    import hashlib
-
     text = release.decode("utf-8", "replace")
     fields = {}
     for key in ("Date", "Valid-Until"):
         m = re.search(rf"^{key}: (.+)$", text, re.M)
         fields[key] = m.group(1).strip() if m else None
-    epoch = None
-    if fields["Date"]:
-        try:
-            epoch = int(email.utils.parsedate_to_datetime(fields["Date"]).timestamp())
-        except (TypeError, ValueError):
-            epoch = None
+    epoch: int | None
+    try:
+        epoch = release_date(release)
+    except (BuildError, TypeError, ValueError):  # no Date, or not a date
+        epoch = None
     return {
         "release_file": "InRelease" if text.startswith("-----BEGIN PGP SIGNED") else "Release",
         "release_sha256": hashlib.sha256(release).hexdigest(),
