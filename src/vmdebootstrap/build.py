@@ -19,7 +19,8 @@ from pathlib import Path
 from vmdebootstrap.errors import MirrorError
 from vmdebootstrap.host import progress
 from vmdebootstrap.host.faults import checkpoint
-from vmdebootstrap.host.progress import step
+from vmdebootstrap.host.overlay import copy_tree, overlay, overlay_problem
+from vmdebootstrap.host.progress import phase, step
 from vmdebootstrap.host.publish import checksum_path
 from vmdebootstrap.host.resources import (
     chroot_mounts,
@@ -27,7 +28,7 @@ from vmdebootstrap.host.resources import (
     host_resolv_conf,
     temp_dir,
 )
-from vmdebootstrap.host.run import Runner
+from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import files, image, manifest
 from vmdebootstrap.outputs.kinds import (
@@ -42,7 +43,7 @@ from vmdebootstrap.outputs.kinds import (
 from vmdebootstrap.root import bootstrap as bs
 from vmdebootstrap.root import configure as cf
 from vmdebootstrap.root import reproducible
-from vmdebootstrap.root.cache import MirrorRelease, bootstrap_with_cache, tool_version
+from vmdebootstrap.root.cache import MirrorRelease, cached_root, tool_version
 from vmdebootstrap.root.hook import HookEnv, run_hook
 from vmdebootstrap.root.hookapt import build_sources
 from vmdebootstrap.root.inventory import InstalledPackage, inventory
@@ -59,6 +60,9 @@ class Context:
     work: Path
     root: Path
     release: MirrorRelease
+    # The build's own changes over a cached root, when it is shown
+    # through an overlay (--layered squashes this alone).
+    layer: Path | None = None
     # What is installed, read before apt's lists are cleaned (the SBOM
     # takes each package's pool file and checksum from them).
     packages: tuple[InstalledPackage, ...] = ()
@@ -83,7 +87,7 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
             written = build_image(ctx)
         else:
             ctx.root.mkdir()
-            populate(ctx)
+            populate(ctx, stack)
             with step(f"Writing the {plan.output} output"), \
                     progress.reading(progress.output_progress):
                 written = kind.write(Job(plan, runner, ctx.root, work, recipe_of(ctx),
@@ -118,34 +122,61 @@ def boot_check(plan: Plan, output: Path) -> None:
                  status=progress.detail)
 
 
-def populate(ctx: Context) -> None:
-    """Bootstrap, configure and customise the root at ctx.root."""
+def populate(ctx: Context, held: contextlib.ExitStack) -> None:
+    """Bootstrap, configure and customise the root at ctx.root; ``held``
+    keeps what the outputs still read (the cached root, its overlay)."""
     plan, runner, root = ctx.plan, ctx.runner, ctx.root
     with contextlib.ExitStack() as stack:
         with step(f"Bootstrapping {plan.distribution} {plan.arch} with "
                   f"{plan.bootstrap_tool}"), progress.reading(progress.AptCounter()):
-            bootstrap_with_cache(plan, runner, root, ctx.work, ctx.release)
+            provide_root(ctx, held)
         bs.install_handler(plan, root)
         stack.callback(bs.remove_handler, plan, root)
         checkpoint("bootstrap")
 
         stack.enter_context(host_resolv_conf(root))
-        with step("Configuring the system"):
+        with step("Configuring the system"), phase("configure"):
             configure(ctx)
         hook = plan.system.hook
         if hook:
-            with step(f"Running the customisation hook {hook}"), \
+            with step(f"Running the customisation hook {hook}"), phase("hook"), \
                     progress.reading(progress.AptCounter()), build_sources(plan, runner, root):
                 run_hook(runner, hook, root, str(plan.targets.path), hook_env(plan),
                          plan.system.hook_timeout)
         if cf.needs_initramfs_update(plan):
-            with step("Updating the initramfs"), chroot_mounts(runner, root), \
-                    daemons_blocked(root):
+            with step("Updating the initramfs"), phase("initramfs"), \
+                    chroot_mounts(runner, root), daemons_blocked(root):
                 cf.update_initramfs(plan, runner, root)
-        ctx.packages = inventory(runner, root)
+        with phase("inventory"):
+            ctx.packages = inventory(runner, root)
         cf.clean_apt(root)
         cf.remove_build_leftovers(root)
         cf.make_safe_to_share(root)
+
+
+def provide_root(ctx: Context, held: contextlib.ExitStack) -> None:
+    """The bootstrapped tree at ctx.root: a cached one (see root.cache)
+    shown through an overlay, or copied into a disk image; else bootstrapped
+    there."""
+    plan, runner = ctx.plan, ctx.runner
+    tree = held.enter_context(cached_root(plan, runner, ctx.work, ctx.release))
+    if tree is None:
+        with phase("bootstrap"):
+            bs.bootstrap(plan, runner, ctx.root)
+        return
+    with phase("cache-use"):
+        problem = "a disk image holds its own files" if KINDS[plan.output].holds_root \
+            else overlay_problem(tree, ctx.work)
+        if problem is None:
+            try:
+                ctx.layer = ctx.work / "layer"
+                held.enter_context(overlay(runner, tree, ctx.layer, ctx.root))
+                return
+            except CommandError as exc:  # no overlayfs here, or not on these filesystems
+                problem = f"no overlay: {'; '.join(exc.tail[-2:]) or exc}"
+                ctx.layer = None
+        log.info("copying the cached root (%s)", problem)
+        copy_tree(runner, tree, ctx.root)
 
 
 def configure(ctx: Context) -> None:
@@ -162,10 +193,10 @@ def configure(ctx: Context) -> None:
 def build_image(ctx: Context) -> list[Path]:
     """A disk image holds its root: build the root inside the attached image."""
     plan, runner = ctx.plan, ctx.runner
-    with image.staged_image(plan, runner) as staged, \
+    with contextlib.ExitStack() as stack, image.staged_image(plan, runner) as staged, \
             image.attached(plan, runner, staged, ctx.work) as target:
         ctx.root = target.root
-        populate(ctx)
+        populate(ctx, stack)
         with step("Installing the bootloader"):
             image.install_bootloader(plan, runner, target)
         listing = files.package_list(runner, ctx.root)

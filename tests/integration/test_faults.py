@@ -149,21 +149,22 @@ def cache_problems(cache: Path, integrity: bool = False) -> list[str]:
         return problems
     for part in [*roots.glob(".*"), *(cache / "debs").glob(".*")]:
         problems.append(f"half-written cache entry {part}")
-    tarballs = {p.name.removesuffix(".tar.zst") for p in roots.glob("*.tar.zst")}
+    trees = {p.name for p in roots.iterdir() if p.is_dir() and not p.name.startswith(".")}
     metas = {p.stem for p in roots.glob("*.json")}
-    if tarballs != metas:
-        problems.append(f"roots and their metadata disagree: {sorted(tarballs ^ metas)}")
+    if trees != metas:
+        problems.append(f"roots and their metadata disagree: {sorted(trees ^ metas)}")
     for meta in roots.glob("*.json"):
         try:
             json.loads(meta.read_text())["release"]
         except (ValueError, KeyError) as exc:
             problems.append(f"{meta}: {exc}")
     if integrity:
-        for tarball in roots.glob("*.tar.zst"):
-            check = subprocess.run(["zstd", "-tq", str(tarball)], capture_output=True,
-                                   text=True, check=False)
-            if check.returncode != 0:
-                problems.append(f"{tarball}: {check.stderr.strip()}")
+        for tree in sorted(trees):
+            check = subprocess.run(["chroot", str(roots / tree), "dpkg", "--audit"],
+                                   capture_output=True, text=True, check=False)
+            if check.returncode != 0 or check.stdout.strip():
+                problems.append(f"{tree}: dpkg --audit: {check.stdout.strip()} "
+                                f"{check.stderr.strip()}")
     return problems
 
 

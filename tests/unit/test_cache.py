@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import multiprocessing
 import os
@@ -13,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.fakes import RecordingRunner
-from vmdebootstrap.host.run import Result
 from vmdebootstrap.plan import Plan
+from vmdebootstrap.root import cache as cache_module
 from vmdebootstrap.root.cache import Cache, CacheKey, MirrorRelease, explain_miss, make_key
 
 PlanOf = Callable[..., Plan]
@@ -85,45 +86,125 @@ def test_miss_explains_what_changed() -> None:
     assert explain_miss(key, [other]) == "the package list differs"
 
 
+def _entry_tree(cache: Cache, runner: RecordingRunner, key: CacheKey) -> Path:
+    """Stage a small tree and publish it as ``key``'s entry."""
+    with cache.staging(runner) as staged:
+        (staged / "etc").mkdir(parents=True)
+        (staged / "etc/hostname").write_text("cached\n")
+        with cache.entry_lock(key.digest, shared=False):
+            return cache.publish(key, staged, replace=False)
+
+
 def test_lookup_hit_and_miss(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     cache.prepare()
     key = CacheKey((("distribution", "bookworm"), ("arch", "amd64")))
     entry, why = cache.lookup(key)
     assert entry is None and "no cached root" in why
-    runner = RecordingRunner()
-    root = tmp_path / "root"
-    root.mkdir()
-
-    def fake_tar(argv: list[str], **kw: Any) -> Result:
-        Path(argv[argv.index("--file") + 1]).write_bytes(b"tar")
-        return RecordingRunner.run(runner, argv, **kw)
-
-    runner.run = fake_tar  # type: ignore[method-assign]
-    cache.store(runner, key, root)
+    tree = _entry_tree(cache, RecordingRunner(), key)
+    assert tree == cache.roots / key.digest and (tree / "etc/hostname").is_file()
     entry, why = cache.lookup(key)
-    assert entry is not None and why == "hit"
+    assert entry == tree and why == "hit"
     assert not [p for p in cache.roots.iterdir() if p.name.startswith(".")], "temp files left"
 
 
-def test_store_evicts_least_recently_used(tmp_path: Path) -> None:
+def test_publish_keeps_the_entry_another_build_stored_unless_refreshing(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    cache.prepare()
+    key = CacheKey((("n", "1"),))
+    runner = RecordingRunner()
+    first = _entry_tree(cache, runner, key)
+    (first / "first").write_text("")
+    second = _entry_tree(cache, runner, key)
+    assert second == first and (first / "first").exists()
+    with cache.staging(runner) as staged:
+        staged.mkdir()
+        (staged / "fresh").write_text("")
+        with cache.entry_lock(key.digest, shared=False):
+            cache.publish(key, staged, replace=True)
+    assert sorted(p.name for p in first.iterdir()) == ["fresh"]
+    assert not [p for p in cache.roots.iterdir() if p.name.startswith(".")]
+
+
+def test_evict_keeps_the_most_recent_and_those_in_use(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     cache.prepare()
     runner = RecordingRunner()
-
-    def fake_tar(argv: list[str], **kw: Any) -> Result:
-        Path(argv[argv.index("--file") + 1]).write_bytes(b"tar")
-        return RecordingRunner.run(runner, argv, **kw)
-
-    runner.run = fake_tar  # type: ignore[method-assign]
-    keys = [CacheKey((("n", str(i)),)) for i in range(8)]
+    keys = [CacheKey((("n", str(i)),)) for i in range(7)]
     for i, key in enumerate(keys):
-        cache.store(runner, key, tmp_path)
+        _entry_tree(cache, runner, key)
         os.utime(cache.roots / f"{key.digest}.json", (1000 + i, 1000 + i))
-    cache._evict()
+    (cache.roots / "0123.tar.zst").write_bytes(b"an entry of format 2")
+    ready, done = multiprocessing.get_context("fork").Event(), \
+        multiprocessing.get_context("fork").Event()
+    proc = multiprocessing.get_context("fork").Process(
+        target=_use_entry, args=(str(cache.path), keys[0].digest, ready, done))
+    proc.start()
+    try:
+        assert ready.wait(10)
+        cache.evict(keep=4)
+    finally:
+        done.set()
+        proc.join(5)
     kept = {p.stem for p in cache.roots.glob("*.json")}
-    assert kept == {k.digest for k in keys[2:]}
-    assert len(list(cache.roots.glob("*.tar.zst"))) == 6
+    assert kept == {k.digest for k in (keys[0], *keys[3:])}
+    assert sorted(p.name for p in cache.roots.iterdir() if p.is_dir()) == sorted(kept)
+    assert not list(cache.roots.glob("*.tar.zst"))
+
+
+def _use_entry(path: str, digest: str, ready: Any, done: Any) -> None:
+    """A build using a cached root: holds its lock shared."""
+    with Cache(Path(path)).entry_lock(digest, shared=True):
+        ready.set()
+        done.wait(10)
+
+
+def test_a_miss_bootstraps_into_the_cache_and_a_hit_bootstraps_nothing(
+        plan_of: PlanOf, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    booted: list[Path] = []
+
+    def bootstrap(plan: Plan, runner: object, root: Path, extra: object = ()) -> None:
+        booted.append(root)
+        (root / "etc").mkdir(parents=True)
+
+    monkeypatch.setattr(cache_module, "bootstrap", bootstrap)
+    plan = dataclasses.replace(plan_of("--tarball", "out.tar", "--dry-run"),
+                               cache_dir=tmp_path / "cache")
+    release = MirrorRelease("http://mirror.example/debian", "trixie", lambda m, s: b"R")
+    runner = RecordingRunner({"mmdebstrap": "mmdebstrap 1.3.5\n"})
+    work = tmp_path / "build-work"
+    work.mkdir()
+    cache = Cache(tmp_path / "cache")
+    for _ in range(2):
+        with cache_module.cached_root(plan, runner, work, release) as tree:
+            assert tree is not None and (tree / "etc").is_dir()
+            assert tree.parent == cache.roots
+            # In use: nobody may take the entry's lock alone.
+            fd = os.open(cache.roots / f"{tree.name}.lock", os.O_RDWR)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.close(fd)
+    assert len(booted) == 1 and booted[0].parent.parent == cache.roots
+    assert not [p for p in cache.roots.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_bootstrap_leaves_nothing_in_the_cache(
+        plan_of: PlanOf, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bootstrap(plan: Plan, runner: object, root: Path, extra: object = ()) -> None:
+        (root / "half").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "bootstrap", bootstrap)
+    plan = dataclasses.replace(plan_of("--tarball", "out.tar", "--dry-run"),
+                               cache_dir=tmp_path / "cache")
+    release = MirrorRelease("http://mirror.example/debian", "trixie", lambda m, s: b"R")
+    work = tmp_path / "build-work"
+    work.mkdir()
+    with pytest.raises(OSError), \
+            cache_module.cached_root(plan, RecordingRunner(), work, release):
+        pass
+    roots = tmp_path / "cache/roots"
+    assert [p.name for p in roots.iterdir() if not p.name.endswith(".lock")] == []
 
 
 def _hold_lock(path: str, seconds: float) -> None:
@@ -164,65 +245,6 @@ def test_lock_serialises_writers(tmp_path: Path) -> None:
         proc.join(5)
 
 
-def _restore_slowly(path: str, seconds: float) -> None:
-    """A reader: holds the shared lock as a restore does."""
-    cache = Cache(Path(path))
-    with cache.locked(shared=True):
-        time.sleep(seconds)
-
-
-def test_eviction_waits_for_a_restore_in_progress(tmp_path: Path) -> None:
-    """An entry is never deleted under a build that is restoring it."""
-    cache = Cache(tmp_path / "cache")
-    cache.prepare()
-    proc = multiprocessing.get_context("fork").Process(
-        target=_restore_slowly, args=(str(cache.path), 1.0))
-    proc.start()
-    try:
-        _wait_until_held(cache)
-        fd = os.open(cache.path / ".lock", os.O_RDWR)
-        # Other readers are not held up ...
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-        # ... but a writer (eviction) waits for the reader.
-        started = time.monotonic()
-        with cache.locked():
-            waited = time.monotonic() - started
-        assert waited > 0.3, "eviction did not wait for the restore"
-    finally:
-        proc.join(5)
-
-
-def test_restore_if_cached_reads_under_the_shared_lock(tmp_path: Path) -> None:
-    cache = Cache(tmp_path / "cache")
-    cache.prepare()
-    key = CacheKey((("distribution", "bookworm"), ("arch", "amd64")))
-    tarball, meta = cache._entry(key)
-    tarball.write_bytes(b"tar")
-    meta.write_text("{}")
-    held: list[bool] = []
-
-    class Probe(RecordingRunner):
-        def run(self, argv: Any, **kw: Any) -> Result:
-            fd = os.open(cache.path / ".lock", os.O_RDWR)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held.append(False)
-            except BlockingIOError:
-                held.append(True)
-            finally:
-                os.close(fd)
-            return super().run(argv, **kw)
-
-    runner = Probe()
-    assert cache.restore_if_cached(runner, key, tmp_path / "root") == "hit"
-    assert runner.calls[0][:2] == ["tar", "--extract"]
-    assert held == [True]
-    other = CacheKey((("distribution", "trixie"), ("arch", "amd64")))
-    assert cache.restore_if_cached(runner, other, tmp_path) == "no cached root for trixie amd64 yet"
-
-
 def test_one_release_fetch_serves_the_epoch_and_the_key() -> None:
     fetched: list[tuple[str, str]] = []
 
@@ -233,21 +255,6 @@ def test_one_release_fetch_serves_the_epoch_and_the_key() -> None:
     release = MirrorRelease("http://mirror.example/debian", "bookworm", fetch)
     assert release.data() is release.data()
     assert fetched == [("http://mirror.example/debian", "bookworm")]
-
-
-def test_store_leaves_no_staging_files(tmp_path: Path) -> None:
-    cache = Cache(tmp_path / "cache")
-    cache.prepare()
-    runner = RecordingRunner()
-
-    def failing_tar(argv: list[str], **kw: Any) -> Result:
-        Path(argv[argv.index("--file") + 1]).write_bytes(b"half")
-        raise OSError(28, "No space left on device")
-
-    runner.run = failing_tar  # type: ignore[method-assign]
-    with pytest.raises(OSError):
-        cache.store(runner, CacheKey((("n", "1"),)), tmp_path)
-    assert list(cache.roots.iterdir()) == []
 
 
 def test_publish_debs_adds_only_new_files_atomically(tmp_path: Path) -> None:

@@ -159,6 +159,15 @@ def step(title: str) -> Iterator[None]:
     log.log(STEP, "%s: %s", title, duration(time.monotonic() - started))
 
 
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time one phase of the build for the log (``phase NAME: 1.234 s``),
+    which the benchmarks add up; a phase that fails logs nothing."""
+    started = time.monotonic()
+    yield
+    log.debug("phase %s: %.3f s", name, time.monotonic() - started)
+
+
 def detail(text: str) -> None:
     """What the running step is doing now (its waits, its counts)."""
     STATUS.set_detail(text)

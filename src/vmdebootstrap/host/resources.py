@@ -211,7 +211,7 @@ def remove_tree(path: str | os.PathLike[str], mountinfo: str | None = None) -> N
 
 @contextlib.contextmanager
 def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
-             keep_on_failure: bool = False) -> Iterator[Path]:
+             keep_on_failure: bool = False, parent: Path | None = None) -> Iterator[Path]:
     """A private work directory under $TMPDIR, removed even on failure, and
     even when Ctrl-C arrives while it is being created or removed.  With
     ``keep_on_failure`` a failed build's directory stays (unmounted) for
@@ -219,7 +219,7 @@ def temp_dir(runner: Runner, prefix: str = "vmdebootstrap-",
     path: Path | None = None
     try:
         with signals_held():
-            path = Path(tempfile.mkdtemp(prefix=prefix))
+            path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
         os.chmod(path, 0o755)
         log.debug("work directory %s", path)
         yield path

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, NoSpace
+from vmdebootstrap.host.progress import phase
 from vmdebootstrap.host.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
@@ -66,8 +67,9 @@ def mksquashfs_argv(root: Path, output: Path, compression: str,
 
 def write_tarball(runner: Runner, root: Path, output: Path, name: str | None = None,
                   epoch: int | None = None) -> None:
-    runner.run(tar_argv(root, output, name, epoch), label="tar",
-               what="writing the tarball failed")
+    with phase("tarball"):
+        runner.run(tar_argv(root, output, name, epoch), label="tar",
+                   what="writing the tarball failed")
 
 
 def tree_size(root: Path) -> int:
@@ -92,8 +94,9 @@ def check_free_space(root: Path, dest: Path, ratio: float = 0.6) -> None:
 
 def write_squashfs(runner: Runner, root: Path, output: Path, compression: str) -> None:
     check_free_space(root, output.parent)
-    runner.run(mksquashfs_argv(root, output, compression), label="mksquashfs",
-               what="mksquashfs failed")
+    with phase("squashfs"):
+        runner.run(mksquashfs_argv(root, output, compression), label="mksquashfs",
+                   what="mksquashfs failed")
 
 
 def _kernel_version(name: str, prefix: str) -> tuple[int, ...]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, NoSpace, UsageError
 from vmdebootstrap.host.digest import Digests, sha256sums, tree_sha256
+from vmdebootstrap.host.progress import phase
 from vmdebootstrap.host.run import Runner, signals_held
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
@@ -301,7 +302,8 @@ def build_iso(runner: Runner, spec: IsoSpec, squash_dir: Path, output: Path,
                             bios=ARCHES[spec.arch].bios)
         # xorriso refuses to write over an existing file: the staged one is empty.
         output.unlink(missing_ok=True)
-        runner.run(argv, env=xorriso_env(spec.source_date_epoch), what="writing the ISO")
+        with phase("xorriso"):
+            runner.run(argv, env=xorriso_env(spec.source_date_epoch), what="writing the ISO")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log.info("wrote the ISO (%d MiB)", output.stat().st_size >> 20)

@@ -1,10 +1,12 @@
 """Caches shared by builds: downloaded packages, and bootstrapped roots.
 
-The root cache stores the tree as it is right after bootstrap and package
+The root cache keeps the tree as it is right after bootstrap and package
 installation, under a key made of everything that decides that tree; a build
 with the same key starts from it and only configures, customises and writes
-outputs.  Writers take an exclusive lock on the cache; files appear in it by
-rename only, so a reader never sees a half-written one.
+outputs.  A miss bootstraps straight into the cache (no extra pass over the
+tree) and a hit copies nothing: the build mounts the cached tree as the
+read-only lower layer of an overlay (vmdebootstrap.host.resources.overlay).
+Entries appear by rename only, so a reader never sees a half-written one.
 """
 
 from __future__ import annotations
@@ -25,15 +27,17 @@ from pathlib import Path
 from vmdebootstrap import __version__
 from vmdebootstrap.errors import MirrorError
 from vmdebootstrap.host.digest import file_sha256
+from vmdebootstrap.host.progress import phase
 from vmdebootstrap.host.publish import staged_file
+from vmdebootstrap.host.resources import remove_tree, temp_dir
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.root.bootstrap import bootstrap, remove_handler
 
 log = logging.getLogger("vmdebootstrap")
 
-FORMAT = 2  # 2: roots no longer carry the build host's resolv.conf
-KEEP_ROOTS = 6  # bootstrapped roots kept; the least recently used go first
+FORMAT = 3  # 3: roots are directories, used in place
+KEEP_ROOTS = 4  # bootstrapped roots kept (uncompressed); the least recently used go first
 
 
 @dataclass(frozen=True)
@@ -126,73 +130,94 @@ class Cache:
 
     @contextlib.contextmanager
     def locked(self, shared: bool = False) -> Iterator[None]:
-        """Readers (lookup and restore) share the lock; writers (new
-        entries, eviction) hold it alone, so an entry is never deleted
-        while another build restores it."""
+        """The cache-wide lock: writers of the package cache and of the
+        roots' metadata hold it alone."""
         self.prepare()
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another build using the cache %s", self.path)
-                fcntl.flock(fd, mode)
+        with _flock(self.path / ".lock", shared, f"another build using the cache {self.path}"):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     # -- bootstrapped roots -------------------------------------------------
+    # A root is a directory, roots/DIGEST, that builds use in place as the
+    # read-only lower layer of an overlay: nothing copies it on a hit, and a
+    # miss bootstraps straight into it.  roots/DIGEST.lock is held shared
+    # while a build uses the root, so eviction and --refresh-cache (which
+    # take it alone) never remove a tree under a running build.
     def _entry(self, key: CacheKey) -> tuple[Path, Path]:
-        return self.roots / f"{key.digest}.tar.zst", self.roots / f"{key.digest}.json"
+        return self.roots / key.digest, self.roots / f"{key.digest}.json"
+
+    def entry_lock(self, digest: str, shared: bool) -> contextlib.AbstractContextManager[None]:
+        return _flock(self.roots / f"{digest}.lock", shared,
+                      f"another build using the cached root {digest}")
 
     def lookup(self, key: CacheKey) -> tuple[Path | None, str]:
-        tarball, meta = self._entry(key)
-        if tarball.is_file() and meta.is_file():
+        tree, meta = self._entry(key)
+        if tree.is_dir() and meta.is_file():
             os.utime(meta)  # most recently used
-            return tarball, "hit"
+            return tree, "hit"
         others = []
         for m in self.roots.glob("*.json") if self.roots.is_dir() else []:
             with contextlib.suppress(OSError, ValueError):
                 others.append(json.loads(m.read_text()))
         return None, explain_miss(key, others)
 
-    def restore(self, runner: Runner, tarball: Path, root: Path) -> None:
-        runner.run(["tar", "--extract", "--file", str(tarball), "--numeric-owner",
-                    "--xattrs", "--xattrs-include=*", "--acls", "--use-compress-program=zstd -d",
-                    "--directory", str(root)], label="tar", what="restoring the cached root failed")
+    @contextlib.contextmanager
+    def staging(self, runner: Runner) -> Iterator[Path]:
+        """A directory inside the cache to bootstrap into (then publish()
+        renames it into place): removed if the build fails or stops."""
+        with temp_dir(runner, prefix=".new-", parent=self.roots) as tmp:
+            yield tmp / "root"
 
-    def restore_if_cached(self, runner: Runner, key: CacheKey, root: Path) -> str:
-        """Restore the entry for ``key`` into ``root``: "hit", or why not."""
-        with self.locked(shared=True):
-            entry, why = self.lookup(key)
-            if entry is not None:
-                self.restore(runner, entry, root)
-        return why
-
-    def store(self, runner: Runner, key: CacheKey, root: Path) -> None:
-        """The tarball is written without the lock (readers go on meanwhile)
-        and appears by rename; only publishing the entry and eviction
-        take the lock."""
-        tarball, meta = self._entry(key)
-        with staged_file(tarball) as tmp:
-            runner.run(["tar", "--create", "--file", str(tmp), "--numeric-owner",
-                        "--xattrs", "--xattrs-include=*", "--acls", "--sort=name",
-                        "--use-compress-program=zstd -T0 -3 -q",
-                        "--directory", str(root), "."],
-                       label="tar", what="storing the root in the cache failed")
+    def publish(self, key: CacheKey, tree: Path, replace: bool) -> Path:
+        """Make ``tree`` the entry for ``key`` (the caller holds the entry's
+        lock alone).  An entry another build stored meanwhile is kept unless
+        ``replace`` (--refresh-cache): both came from the same inputs."""
+        final, meta = self._entry(key)
+        if final.is_dir() and replace:
+            self._drop_tree(final)
+        if not final.is_dir():
+            meta.unlink(missing_ok=True)
+            os.rename(tree, final)
         with self.locked(), staged_file(meta) as mtmp:
             mtmp.write_text(json.dumps(key.as_dict(), indent=1, sort_keys=True) + "\n")
-        with self.locked():
-            self._evict()
+        return final
 
-    def _evict(self) -> None:
-        metas = sorted(self.roots.glob("*.json"), key=lambda p: p.stat().st_mtime,
-                       reverse=True)
-        for old in metas[KEEP_ROOTS:]:
-            old.with_suffix(".tar.zst").unlink(missing_ok=True)
-            old.unlink(missing_ok=True)
-            log.info("cache: dropped the old root %s", old.stem)
+    def _drop_tree(self, tree: Path) -> None:
+        # Out of the way first, so that an interrupted removal leaves no
+        # half tree under an entry's name.
+        trash = self.roots / f".old-{tree.name}-{os.getpid()}"
+        os.rename(tree, trash)
+        remove_tree(trash)
+
+    def evict(self, keep: int = KEEP_ROOTS) -> None:
+        """Drop the least recently used roots beyond ``keep``, and what
+        earlier formats or interrupted removals left; a root in use stays."""
+        with self.locked():
+            for stale in [*self.roots.glob(".old-*"), *self.roots.glob("*.tar.zst")]:
+                if stale.is_dir():
+                    remove_tree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+            metas = sorted(self.roots.glob("*.json"), key=lambda p: p.stat().st_mtime,
+                           reverse=True)
+            for old in metas[keep:]:
+                self._evict_one(old.stem)
+
+    def _evict_one(self, digest: str) -> None:
+        lock = self.roots / f"{digest}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("cache: keeping the old root %s, a build is using it", digest)
+                return
+            (self.roots / f"{digest}.json").unlink(missing_ok=True)
+            if (self.roots / digest).is_dir():
+                self._drop_tree(self.roots / digest)
+            lock.unlink(missing_ok=True)
+            log.info("cache: dropped the old root %s", digest)
+        finally:
+            os.close(fd)
 
     # -- downloaded packages -------------------------------------------------
     def mmdebstrap_args(self, arch: str, outbox: Path) -> list[str]:
@@ -231,39 +256,80 @@ def tool_version(runner: Runner, tool: str) -> str:
     return (result.stdout.strip().splitlines() or ["unknown"])[0]
 
 
-def bootstrap_with_cache(plan: Plan, runner: Runner, root: Path, work: Path,
-                         release: MirrorRelease) -> None:
-    """Bootstrap ``root``, from the root cache when it has this exact tree."""
+def root_key(plan: Plan, runner: Runner, release: MirrorRelease) -> CacheKey | None:
+    try:
+        return make_key(plan, release.data(), tool_version(runner, plan.bootstrap_tool))
+    except MirrorError as exc:
+        log.info("root cache not used: %s", exc)
+        return None
+
+
+@contextlib.contextmanager
+def cached_root(plan: Plan, runner: Runner, work: Path,
+                release: MirrorRelease) -> Iterator[Path | None]:
+    """The bootstrapped tree for ``plan`` from the root cache (looked up,
+    or bootstrapped into it on a miss), kept from eviction until exit; None
+    when the cache is not used, and the caller bootstraps itself."""
     if plan.cache_dir is None:
         log.info("caches not used (--no-cache)")
-        bootstrap(plan, runner, root)
+        yield None
         return
     cache = Cache(plan.cache_dir)
     cache.prepare()
-    key = None
-    try:
-        key = make_key(plan, release.data(), tool_version(runner, plan.bootstrap_tool))
-    except MirrorError as exc:
-        log.info("root cache not used: %s", exc)
-    if key is not None:
-        if plan.refresh_cache:
-            log.info("root cache: refreshing %s (--refresh-cache)", key.digest)
-        else:
-            why = cache.restore_if_cached(runner, key, root)
-            if why == "hit":
+    with phase("release"):
+        key = root_key(plan, runner, release)
+    if key is None:
+        yield None
+        return
+    if not plan.refresh_cache:
+        with cache.entry_lock(key.digest, shared=True):
+            tree, why = cache.lookup(key)
+            if tree is not None:
                 log.info("root cache: hit %s; skipping the bootstrap", key.digest)
+                yield tree
                 return
-            log.info("root cache: miss (%s)", why)
+        log.info("root cache: miss (%s)", why)
+    else:
+        log.info("root cache: refreshing %s (--refresh-cache)", key.digest)
+    with cache.staging(runner) as staged:
+        bootstrap_for_cache(plan, runner, cache, staged, work)
+        with phase("cache-store"), cache.entry_lock(key.digest, shared=False):
+            tree = cache.publish(key, staged, replace=plan.refresh_cache)
+    log.info("root cache: stored %s", key.digest)
+    cache.evict()
+    # Held shared again for the rest of the build.  (Between the two, only
+    # a --refresh-cache of this very key could replace the tree.)
+    with cache.entry_lock(key.digest, shared=True):
+        yield tree
+
+
+def bootstrap_for_cache(plan: Plan, runner: Runner, cache: Cache, root: Path,
+                        work: Path) -> None:
+    """Bootstrap into ``root``, seeding apt from the package cache and
+    storing what it downloaded there."""
     extra: list[str] = []
     outbox = work / "debs"
     if plan.bootstrap_tool == "mmdebstrap":
-        outbox.mkdir()
+        outbox.mkdir(exist_ok=True)
         extra = cache.mmdebstrap_args(plan.arch, outbox)
-    bootstrap(plan, runner, root, extra)
+    with phase("bootstrap"):
+        bootstrap(plan, runner, root, extra)
     if extra:
         added = cache.publish_debs(outbox)
         log.info("package cache: %d new packages stored in %s", added, cache.debs)
-    if key is not None:
-        remove_handler(plan, root)
-        cache.store(runner, key, root)
-        log.info("root cache: stored %s", key.digest)
+    remove_handler(plan, root)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, shared: bool, holder: str) -> Iterator[None]:
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for %s", holder)
+            fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
