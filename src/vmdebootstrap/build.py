@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmdebootstrap.errors import MirrorError
+from vmdebootstrap.errors import BuildError, MirrorError
 from vmdebootstrap.host import progress
 from vmdebootstrap.host.faults import checkpoint
 from vmdebootstrap.host.overlay import copy_tree, overlay, overlay_problem
@@ -40,6 +40,7 @@ from vmdebootstrap.outputs.kinds import (
     publish_pkglist,
     root_manifest,
 )
+from vmdebootstrap.outputs.layered import Layers
 from vmdebootstrap.root import bootstrap as bs
 from vmdebootstrap.root import configure as cf
 from vmdebootstrap.root import reproducible
@@ -63,6 +64,7 @@ class Context:
     # The build's own changes over a cached root, when it is shown
     # through an overlay (--layered squashes this alone).
     layer: Path | None = None
+    lower: Path | None = None  # the cached root under the overlay
     # What is installed, read before apt's lists are cleaned (the SBOM
     # takes each package's pool file and checksum from them).
     packages: tuple[InstalledPackage, ...] = ()
@@ -91,7 +93,7 @@ def build(plan: Plan, runner: Runner) -> list[Path]:
             with step(f"Writing the {plan.output} output"), \
                     progress.reading(progress.output_progress):
                 written = kind.write(Job(plan, runner, ctx.root, work, recipe_of(ctx),
-                                         ctx.packages))
+                                         ctx.packages, layers_of(ctx)))
         apply_umask(written, umask)
         chown_outputs(written, plan.targets.owner)
     log.info("wrote %s", ", ".join(str(p) for p in written))
@@ -159,7 +161,7 @@ def provide_root(ctx: Context, held: contextlib.ExitStack) -> None:
     shown through an overlay, or copied into a disk image; else bootstrapped
     there."""
     plan, runner = ctx.plan, ctx.runner
-    tree = held.enter_context(cached_root(plan, runner, ctx.work, ctx.release))
+    ctx.lower = tree = held.enter_context(cached_root(plan, runner, ctx.work, ctx.release))
     if tree is None:
         with phase("bootstrap"):
             bs.bootstrap(plan, runner, ctx.root)
@@ -177,6 +179,15 @@ def provide_root(ctx: Context, held: contextlib.ExitStack) -> None:
                 ctx.layer = None
         log.info("copying the cached root (%s)", problem)
         copy_tree(runner, tree, ctx.root)
+
+
+def layers_of(ctx: Context) -> Layers | None:
+    if not ctx.plan.targets.layered:
+        return None
+    if ctx.lower is None or ctx.layer is None:
+        raise BuildError("--layered: the cached root could not be mounted as an overlay's "
+                         "lower layer (see the log); build without --layered")
+    return Layers(ctx.lower, ctx.layer)
 
 
 def configure(ctx: Context) -> None:

@@ -135,6 +135,8 @@ def test_evict_keeps_the_most_recent_and_those_in_use(tmp_path: Path) -> None:
         _entry_tree(cache, runner, key)
         os.utime(cache.roots / f"{key.digest}.json", (1000 + i, 1000 + i))
     (cache.roots / "0123.tar.zst").write_bytes(b"an entry of format 2")
+    for key in (keys[1], keys[6]):  # --layered's base squashfs of a root
+        (cache.roots / f"{key.digest}.zstd.now.squashfs").write_bytes(b"hsqs")
     ready, done = multiprocessing.get_context("fork").Event(), \
         multiprocessing.get_context("fork").Event()
     proc = multiprocessing.get_context("fork").Process(
@@ -150,6 +152,8 @@ def test_evict_keeps_the_most_recent_and_those_in_use(tmp_path: Path) -> None:
     assert kept == {k.digest for k in (keys[0], *keys[3:])}
     assert sorted(p.name for p in cache.roots.iterdir() if p.is_dir()) == sorted(kept)
     assert not list(cache.roots.glob("*.tar.zst"))
+    assert [p.name for p in cache.roots.glob("*.squashfs")] == [
+        f"{keys[6].digest}.zstd.now.squashfs"]
 
 
 def _use_entry(path: str, digest: str, ready: Any, done: Any) -> None:

@@ -42,7 +42,7 @@ def test_the_hook_sees_the_build_mirror_with_fresh_lists(plan_of: PlanOf, root: 
         (root / "etc/apt/sources.list.d/added.list").write_text("deb http://added/ x main\n")
     updates = [c for c in runner.calls if c[:2] == ["chroot", str(root)]]
     assert updates == [["chroot", str(root), "apt-get", "-q", "-y", "-o", "Dpkg::Use-Pty=0",
-                        "-o", "APT::Color=0", "update"]]
+                        "-o", "APT::Color=0", "-o", "Acquire::Languages=none", "update"]]
     assert (root / "etc/apt/sources.list").read_text() == IMAGE_SOURCES
     assert sorted(p.name for p in (root / "etc/apt/sources.list.d").iterdir()) == [
         "added.list", "extra.list"]

@@ -156,6 +156,10 @@ OPTIONS: tuple[Option, ...] = (
     # squash, iso and outputs
     Option("squash-compression", S, "mksquashfs compressor, optionally with a level: xz, "
            "zstd:19, gzip, lz4, lzo", default="xz", metavar="COMP[:LEVEL]", group="output"),
+    Option("layered", B, "--squash or --iso for iteration: the cached root and what "
+           "configuration and the hook changed as two squashfs images that live-boot stacks, "
+           "so a hook change re-squashes only the small layer (a release is one squashfs)",
+           default=False, group="output"),
     Option("pkglist", B, "write the list of installed packages beside the output",
            default=False, group="output"),
     Option("owner", S, "give the outputs to this user", metavar="USER", group="output"),

@@ -91,6 +91,7 @@ class Targets:
     owner: str | None = None  # --owner
     keep_on_failure: bool = False
     compression: str = "xz"  # mksquashfs compressor[:level]
+    layered: bool = False  # --layered: the cached base and this build's layer
 
     @property
     def paths(self) -> list[Path]:

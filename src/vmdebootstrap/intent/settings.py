@@ -81,6 +81,7 @@ class Settings:
     keep_on_failure: bool = False
     # outputs
     squash_compression: str = "xz"
+    layered: bool = False
     pkglist: bool = False
     owner: str | None = None
     iso_volume_id: str = "DEBIAN_LIVE"

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, NoSpace
@@ -92,9 +93,11 @@ def check_free_space(root: Path, dest: Path, ratio: float = 0.6) -> None:
             "another output directory")
 
 
-def write_squashfs(runner: Runner, root: Path, output: Path, compression: str) -> None:
+def write_squashfs(runner: Runner, root: Path, output: Path, compression: str,
+                   name: str = "squashfs") -> None:
+    """``name``: the phase the log times it as."""
     check_free_space(root, output.parent)
-    with phase("squashfs"):
+    with phase(name):
         runner.run(mksquashfs_argv(root, output, compression), label="mksquashfs",
                    what="mksquashfs failed")
 
@@ -122,17 +125,22 @@ def find_kernel(root: Path) -> tuple[Path, Path]:
 
 
 def write_squash_dir(runner: Runner, root: Path, dest: Path, compression: str,
-                     kernel_required: bool = True) -> None:
+                     kernel_required: bool = True,
+                     squash: Callable[[Path], None] | None = None) -> None:
     """filesystem.squashfs, the kernel and initrd (versioned and stable
     names) and filesystem.packages: what the live-image guide's --squash
     directory holds.  With --no-kernel (not ``kernel_required``) the kernel
-    is copied only if the hook installed one."""
+    is copied only if the hook installed one.  ``squash(dest)``, if given,
+    writes the squashfs images instead (--layered)."""
     if kernel_required or has_kernel(root):
         copy_kernel(root, dest)
     else:
         log.warning("--no-kernel: the root has no kernel, so the squash directory has none")
     write_pkglist(runner, root, dest / "filesystem.packages")
-    write_squashfs(runner, root, dest / "filesystem.squashfs", compression)
+    if squash is not None:
+        squash(dest)
+    else:
+        write_squashfs(runner, root, dest / "filesystem.squashfs", compression)
 
 
 def check_squash_dir(runner: Runner, stage: Path, kernel_required: bool = True) -> None:

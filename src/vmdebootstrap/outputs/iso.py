@@ -33,6 +33,7 @@ from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
 from vmdebootstrap.outputs.efiboot import GRUB_LIB, EfiTarget, efi_boot_files, make_efi_image
 from vmdebootstrap.outputs.installer import stage_installer
+from vmdebootstrap.outputs.layered import FILES as LAYERED_FILES
 from vmdebootstrap.outputs.manifest import NAME as MANIFEST
 from vmdebootstrap.outputs.sbom import SQUASH_SBOM
 from vmdebootstrap.outputs.signed import SIGNED_BOOT
@@ -219,7 +220,7 @@ def _stage(runner: Runner, spec: IsoSpec, squash_dir: Path, scratch: Path) -> _L
     info = ARCHES[spec.arch]
     lay = _Layout(root=scratch / "root")
     root = lay.root
-    for name in (*SQUASH_FILES, "filesystem.packages", MANIFEST, SQUASH_SBOM):
+    for name in (*SQUASH_FILES, *LAYERED_FILES, "filesystem.packages", MANIFEST, SQUASH_SBOM):
         if (squash_dir / name).is_file():
             lay.grafts[f"live/{name}"] = (squash_dir / name).resolve()
 

@@ -26,7 +26,7 @@ from vmdebootstrap.host.publish import SUMS_NAME, checksum_path, staged_dir, sta
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.options import OUTPUT_KINDS
 from vmdebootstrap.intent.plan import Plan
-from vmdebootstrap.outputs import files, iso, manifest, sbom
+from vmdebootstrap.outputs import files, iso, layered, manifest, sbom
 from vmdebootstrap.root.inventory import InstalledPackage
 
 
@@ -43,6 +43,15 @@ class Job:
     # None writes none (unit tests of other parts).
     recipe: Mapping[str, object] | None = None
     packages: tuple[InstalledPackage, ...] = ()  # for the SBOM (outputs.sbom)
+    layers: layered.Layers | None = None  # --layered: squash these instead of the root
+
+    def squasher(self) -> Callable[[Path], None] | None:
+        """What writes a live output's squashfs images, if not the default."""
+        if self.layers is None:
+            return None
+        layers, plan = self.layers, self.plan
+        return lambda dest: layered.write_layers(self.runner, layers, dest,
+                                                 plan.targets.compression, plan.epoch)
 
 
 # The suffixes that compress a --tarball, as 1.x's tar -a (--auto-compress)
@@ -107,7 +116,7 @@ class Squash(OutputKind):
         with staged_dir(final, check=lambda d: files.check_squash_dir(job.runner, d, kernel),
                         checksums=True, digests=digests) as stage:
             files.write_squash_dir(job.runner, job.root, stage, job.plan.targets.compression,
-                                   kernel)
+                                   kernel, job.squasher())
             doc = squash_manifest(job, stage, digests)
         return [final, *publish_beside(job, doc, final)]
 
@@ -135,7 +144,8 @@ class Iso(OutputKind):
             else:
                 squash_dir = job.work / "live"
                 squash_dir.mkdir()
-            files.write_squash_dir(runner, job.root, squash_dir, plan.targets.compression)
+            files.write_squash_dir(runner, job.root, squash_dir, plan.targets.compression,
+                                   squash=job.squasher())
             doc = squash_manifest(job, squash_dir, digests)
             iso.check_room_for_iso(squash_dir, final)
             scratch = job.work / "iso"
@@ -223,7 +233,8 @@ def squash_manifest(job: Job, directory: Path,
     files in /live)."""
     if job.recipe is None:
         return None
-    doc = manifest.with_files(job.recipe, directory, iso.SQUASH_FILES, digests)
+    doc = manifest.with_files(job.recipe, directory, (*iso.SQUASH_FILES, *layered.FILES),
+                              digests)
     manifest.write(directory / manifest.NAME, doc)
     squashfs = directory / "filesystem.squashfs"
     sbom.write_spdx(directory / sbom.SQUASH_SBOM, spdx_of(job, squashfs, digests))

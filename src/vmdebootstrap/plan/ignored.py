@@ -29,6 +29,8 @@ def check_ignored(s: Settings, output: str, found: Findings) -> None:
         _warn(found, given_values(s, IMAGE_ONLY), f"--{output}", "--image")
     if output != "iso":
         _warn(found, given_values(s, ISO_ONLY), f"--{output}", "--iso")
+    if output in ("tarball", "image"):
+        _warn(found, given_values(s, ("layered",)), f"--{output}", "--squash and --iso")
     if output in ("tarball", "squash"):
         _warn(found, given_values(s, BOOT_ONLY), f"--{output}", "--iso and --image")
         _warn(found, _secure_boot(s), f"--{output}", "--iso and --use-uefi images")

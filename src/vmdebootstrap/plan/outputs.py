@@ -41,6 +41,9 @@ def check_outputs(s: Settings, host: Host, found: Findings) -> str:
     if s.owner and not host.user_exists(s.owner):
         found.problems.append(f"--owner: no user {s.owner!r} on this host")
     found.problems.extend(compression_problems(s.squash_compression))
+    if s.layered and s.no_cache and ("--squash" in outputs or "--iso" in outputs):
+        found.problems.append("--layered stacks the build's changes on the cached root, so it "
+                              "needs the root cache: drop --no-cache")
     return outputs[0].lstrip("-") if len(outputs) == 1 else "none"
 
 
@@ -99,7 +102,8 @@ def targets_of(s: Settings, output: str) -> Targets:
     if s.pkglist and output != "squash":  # a squash directory always has its list
         pkglist = path.with_name(path.name + ".packages")
     return Targets(kind=output, path=path, squash_dir=squash, pkglist=pkglist, owner=s.owner,
-                   keep_on_failure=s.keep_on_failure, compression=s.squash_compression)
+                   keep_on_failure=s.keep_on_failure, compression=s.squash_compression,
+                   layered=s.layered and output in ("squash", "iso"))
 
 
 def log_file_of(s: Settings) -> Path | None:

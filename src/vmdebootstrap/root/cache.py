@@ -174,6 +174,7 @@ class Cache:
         final, meta = self._entry(key)
         if final.is_dir() and replace:
             self._drop_tree(final)
+            self._drop_derived(key.digest)
         if not final.is_dir():
             meta.unlink(missing_ok=True)
             os.rename(tree, final)
@@ -187,6 +188,11 @@ class Cache:
         trash = self.roots / f".old-{tree.name}-{os.getpid()}"
         os.rename(tree, trash)
         remove_tree(trash)
+
+    def _drop_derived(self, digest: str) -> None:
+        """What was made from a root (--layered's base squashfs images)."""
+        for derived in self.roots.glob(f"{digest}.*.squashfs"):
+            derived.unlink(missing_ok=True)
 
     def evict(self, keep: int = KEEP_ROOTS) -> None:
         """Drop the least recently used roots beyond ``keep``, and what
@@ -214,6 +220,7 @@ class Cache:
             (self.roots / f"{digest}.json").unlink(missing_ok=True)
             if (self.roots / digest).is_dir():
                 self._drop_tree(self.roots / digest)
+            self._drop_derived(digest)
             lock.unlink(missing_ok=True)
             log.info("cache: dropped the old root %s", digest)
         finally:

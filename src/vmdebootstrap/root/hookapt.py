@@ -52,7 +52,10 @@ def build_sources(plan: Plan, runner: Runner, root: Path) -> Iterator[None]:
         (apt / "sources.list.d").mkdir()
         (apt / "sources.list").write_text(build_source_line(plan))
         with chroot_mounts(runner, root):
-            runner.run(chroot_argv(root, ["apt-get", *APT_QUIET, "update"]),
+            # No translations: mmdebstrap fetched none, so the lists it left
+            # are current and nothing is downloaded again.
+            runner.run(chroot_argv(root, ["apt-get", *APT_QUIET, "-o", "Acquire::Languages=none",
+                                          "update"]),
                        env=chroot_env({"DEBIAN_FRONTEND": "noninteractive"}), label="apt",
                        what="apt-get update for the customisation hook failed")
         yield
