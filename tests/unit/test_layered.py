@@ -35,7 +35,7 @@ def test_layered_is_for_live_outputs(run_cli: RunCli, plan_of: Callable[..., Pla
 class Squasher(RecordingRunner):
     """mksquashfs writes a file named after its source."""
 
-    def run(self, argv: object, **kw: object) -> Result:  # type: ignore[override]
+    def run(self, argv: object, **kw: object) -> Result:
         result = super().run(argv, **kw)  # type: ignore[arg-type]
         args = self.calls[-1]
         if args[0] == "mksquashfs":
