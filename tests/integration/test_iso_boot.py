@@ -4,7 +4,9 @@ that sudo works and that --kernel-append reached the kernel; under UEFI
 enforcing Secure Boot (Microsoft's keys enrolled) the guest must report
 Secure Boot enabled, and an unsigned ISO must be refused by the firmware.
 The installer entry is started from both menus, until d-i asks its first
-question.  Slow: eight QEMU boots (1.5 to 2.5 min each under TCG), two at a time, and
+question.  A --layered ISO, built twice from the session's cached root with
+two hooks, boots with the second hook's change on top of the base squashfs
+made once.  Slow: nine QEMU boots (1.5 to 2.5 min each under TCG), two at a time, and
 a refused one (about 15 s).
 """
 
@@ -17,11 +19,19 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import KERNEL_APPEND, PRESEEDED, LiveBuild, host_state
+from tests.integration.conftest import (
+    EXAMPLES,
+    KERNEL_APPEND,
+    PRESEEDED,
+    LiveBuild,
+    host_state,
+    vmdebootstrap,
+)
 from vmdebootstrap.boot.boottest import BootReport, boot_test
 from vmdebootstrap.boot.console import default_command
 from vmdebootstrap.boot.installer import InstallerReport, start_installer
@@ -42,7 +52,38 @@ COMMAND = f"{default_command(USER)} && grep -o {KERNEL_APPEND} /proc/cmdline"
 # The ISO written to a USB stick is booted as a stock PC would, Secure Boot on.
 BOOTS = [("iso", "bios", PASSWORD), ("iso", "uefi", PASSWORD), ("iso", "uefi-sb", PASSWORD),
          ("raw", "bios", PASSWORD), ("raw", "uefi-sb", PASSWORD),
-         ("iso", "bios", "not-the-password")]
+         ("iso", "bios", "not-the-password"), ("layered", "bios", PASSWORD)]
+LAYER_MARK = "second-hook-was-here"
+
+
+@dataclass(frozen=True)
+class Layered:
+    iso: Path
+    first_log: str
+    second_log: str
+    squash: Path
+
+
+@pytest.fixture(scope="session")
+def layered(live_build: LiveBuild, tmp_path_factory: pytest.TempPathFactory) -> Layered:
+    """Two --layered builds of the README's console config (from the root
+    the live build cached), the second with a hook that adds a file."""
+    base = tmp_path_factory.mktemp("layered")
+    hook = base / "hook.sh"
+    hook.write_text((EXAMPLES / "live-console.sh").read_text()
+                    + f'echo {LAYER_MARK} > "$rootdir/etc/vmdbt-layer"\n')
+    hook.chmod(0o755)
+    logs = []
+    for n, extra in ((1, ()), (2, ("--customize", str(hook)))):
+        log = base / f"build{n}.log"
+        run = vmdebootstrap("--no-default-configs", "--config",
+                            str(EXAMPLES / "live-console-amd64.conf"), "--layered",
+                            "--kernel-append", KERNEL_APPEND, "--log", str(log),
+                            "--iso", str(base / "layered.iso"), "--squash", str(base / "live"),
+                            *extra)
+        assert run.returncode == 0, run.stderr
+        logs.append(log.read_text())
+    return Layered(base / "layered.iso", logs[0], logs[1], base / "live")
 
 
 @pytest.fixture(scope="session")
@@ -72,16 +113,19 @@ AllBoots = tuple[Boots, dict[str, InstallerReport]]  # and the installer's, per 
 
 
 @pytest.fixture(scope="session")
-def boots(live_iso: Path, iso_on_disk: Path) -> AllBoots:
+def boots(live_iso: Path, iso_on_disk: Path, layered: Layered) -> AllBoots:
     """Every boot of BOOTS and the installer's start, two at a time (TCG
     keeps a core busy per guest)."""
     before = host_state()
 
     def boot(media: str, firmware: str, password: str) -> BootReport:
-        image = live_iso if media == "iso" else iso_on_disk
+        image = {"iso": live_iso, "raw": iso_on_disk, "layered": layered.iso}[media]
+        command = COMMAND
+        if media == "layered":
+            command += " && cat /etc/vmdbt-layer && command -v curl"
         report = boot_test(image, firmware=firmware, arch="amd64", user=USER,
-                           password=password, command=COMMAND, timeout=BOOT_TIMEOUT,
-                           media=media, accel="tcg")
+                           password=password, command=command, timeout=BOOT_TIMEOUT,
+                           media="raw" if media == "raw" else "iso", accel="tcg")
         login = f"{report.seconds_to_login:.1f} s" if report.seconds_to_login else "never"
         print(f"{media} {firmware} ({report.accel}): login after {login}")
         return report
@@ -176,6 +220,29 @@ def test_iso_boots_as_cd(boots: AllBoots, firmware: str) -> None:
 def test_iso_boots_written_to_a_disk(boots: AllBoots,
                                      firmware: str) -> None:
     _check(boots[0][("raw", firmware, PASSWORD)])
+
+
+def test_layered_iso_stacks_the_hooks_layer_on_the_base(layered: Layered,
+                                                       boots: AllBoots) -> None:
+    """The second build squashed only its layer; live-boot stacked it: the
+    second hook's file and the package the hook installed are there."""
+    assert "root cache: hit" in layered.first_log and "root cache: hit" in layered.second_log
+    assert "--layered: squashed the cached root once" in layered.first_log
+    assert "--layered: the base squashfs is cached" in layered.second_log
+    assert "phase base-squashfs" not in layered.second_log
+    live = layered.squash
+    assert (live / "filesystem.module").read_text() == \
+        "filesystem.squashfs\nfilesystem.layer.squashfs\n"
+    assert (live / "filesystem.layer.squashfs").stat().st_size < \
+        (live / "filesystem.squashfs").stat().st_size / 4
+    listing = subprocess.run(["xorriso", "-indev", str(layered.iso), "-ls", "/live/"],
+                             capture_output=True, text=True, check=True).stdout
+    for name in ("filesystem.squashfs", "filesystem.layer.squashfs", "filesystem.module"):
+        assert f"'{name}'" in listing.splitlines()
+    report = boots[0][("layered", "bios", PASSWORD)]
+    _check(report)
+    lines = report.command_output.splitlines()
+    assert LAYER_MARK in lines and "/usr/bin/curl" in lines
 
 
 def test_wrong_password_fails_the_boot_test(boots: AllBoots) -> None:

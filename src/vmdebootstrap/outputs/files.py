@@ -173,7 +173,9 @@ def copy_kernel(root: Path, dest: Path) -> None:
     kernel, initrd = find_kernel(root)
     for src, stable in ((kernel, "vmlinuz"), (initrd, "initrd.img")):
         shutil.copyfile(src, dest / src.name)
-        shutil.copyfile(src, dest / stable)
+        # The stable name is the same file: written once.
+        (dest / stable).unlink(missing_ok=True)
+        os.link(dest / src.name, dest / stable)
 
 
 def package_list(runner: Runner, root: Path) -> str:
