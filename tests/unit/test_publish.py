@@ -3,6 +3,7 @@ checked rename; a failure never touches a previous output."""
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 from pathlib import Path
@@ -65,6 +66,19 @@ def test_staged_dir_moves_files_in_on_success(tmp_path: Path) -> None:
         (stage / "vmlinuz").chmod(0o600)
     assert sorted(p.name for p in final.iterdir()) == ["filesystem.squashfs", "vmlinuz"]
     assert stat.S_IMODE((final / "vmlinuz").stat().st_mode) == 0o644
+
+
+def test_staged_dir_publishes_a_link_to_the_file_already_there(tmp_path: Path) -> None:
+    """--layered links the cached base squashfs in every time: rename(2)
+    between two links to one file does nothing, yet the stage must go."""
+    cached = tmp_path / "base.squashfs"
+    cached.write_bytes(b"hsqs")
+    final = tmp_path / "live"
+    for _ in range(2):
+        with staged_dir(final) as stage:
+            os.link(cached, stage / "filesystem.squashfs")
+    assert [p.name for p in final.iterdir()] == ["filesystem.squashfs"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_staged_dir_failure_removes_a_dir_it_created(tmp_path: Path) -> None:

@@ -206,6 +206,9 @@ def _move_in(stage: Path, final: Path) -> None:
         (final / SUMS_NAME).unlink(missing_ok=True)
     for f in sorted(stage.iterdir(), key=lambda p: (p.name == SUMS_NAME, p.name)):
         os.replace(f, final / f.name)
+        # rename(2) does nothing when both names are links to one file (a
+        # --layered base squashfs linked from the cache both times).
+        f.unlink(missing_ok=True)
     stage.rmdir()
 
 
