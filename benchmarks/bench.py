@@ -57,6 +57,8 @@ class Bench:
     trees: dict[str, Path] = field(default_factory=dict)
     iso_works: bool | None = None
     compression: CompressionRun | None = None
+    # Our builds' phase lines, per row of the phase table: (total s, phases).
+    phase_runs: dict[str, list[tuple[float, dict[str, float]]]] = field(default_factory=dict)
     _colds: list[ColdBuild] = field(default_factory=list)
     _cold_error: CommandFailed | None = None
     _packages: dict[str, list[str]] = field(default_factory=dict)
@@ -73,17 +75,23 @@ class Bench:
     # --- running vmdebootstrap ----------------------------------------------------
     def ours(self, label: str, outputs: list[tuple[str, Path]], *, cache: Path | None,
              hook: Path | None = None, env: dict[str, str] | None = None,
-             compression: str = cmd.COMPRESSION) -> OursRun:
+             compression: str | None = cmd.COMPRESSION, layered: bool = False,
+             row: str | None = None) -> OursRun:
+        """Run our build; ``row``: the phase table's row its phases go to."""
         log = self.ws / "logs" / f"{label}.vmdebootstrap.log"
         rusage = self.ws / "logs" / f"{label}.rusage.json"
         args = cmd.ours_args(outputs, mirror=self.mirror, log=log, cache_dir=cache,
-                             hook=hook, compression=compression)
+                             hook=hook, compression=compression, layered=layered)
         extra = {**(env or {}), "VMDEB_BENCH_RUSAGE": str(rusage)}
         timing = self.runner.run(label, cmd.wrapped(self.python, args), env=extra,
                                  shown=[*(f"{k}={v}" for k, v in extra.items()),
                                         "vmdebootstrap", *args])
         usage = json.loads(rusage.read_text()) if rusage.exists() else {}
-        return OursRun(timing, log, usage)
+        run = OursRun(timing, log, usage)
+        if row is not None:
+            found = cmd.phases(cmd.parse_log(run.log_text()))
+            self.phase_runs.setdefault(row, []).append((run.seconds, found))
+        return run
 
     def packages(self, kind: str) -> list[str]:
         """The packages our --KIND build installs, from its dry run, so that
@@ -120,7 +128,8 @@ class Bench:
         top = self.dir(f"cold-{n}")
         hook = self.write_hook(top / "hook.sh", "built by the benchmark (cold)")
         squash, cache = top / "squash", top / "cache"
-        run = self.ours(f"ours-cold-squash-{n}", [("squash", squash)], cache=cache, hook=hook)
+        run = self.ours(f"ours-cold-squash-{n}", [("squash", squash)], cache=cache, hook=hook,
+                        row="cold --squash (zstd)")
         size = file_size(squash / "filesystem.squashfs")
         # Only the first cache is reused (by (b)); the rest would just fill the disk.
         self.drop(top if n > 1 else squash)

@@ -43,10 +43,11 @@ runpy.run_module("vmdebootstrap", run_name="__main__", alter_sys=True)
 # --- vmdebootstrap -----------------------------------------------------------------
 
 def ours_args(outputs: Sequence[tuple[str, Path]], *, mirror: str, log: Path,
-              cache_dir: Path | None, compression: str = COMPRESSION,
-              hook: Path | None = None) -> list[str]:
+              cache_dir: Path | None, compression: str | None = COMPRESSION,
+              hook: Path | None = None, layered: bool = False) -> list[str]:
     """vmdebootstrap's arguments; ``outputs``: (kind, path) pairs such as
-    ("squash", DIR) or ("iso", FILE); ``cache_dir`` None means --no-cache."""
+    ("squash", DIR) or ("iso", FILE); ``cache_dir`` None means --no-cache;
+    ``compression`` None leaves vmdebootstrap's default (xz)."""
     args = ["--no-default-configs"]
     for kind, path in outputs:
         args += [f"--{kind}", str(path)]
@@ -54,7 +55,10 @@ def ours_args(outputs: Sequence[tuple[str, Path]], *, mirror: str, log: Path,
              "--debootstrapopts", f"variant={VARIANT}"]
     for package in USER_PACKAGES:
         args += ["--package", package]
-    args += ["--squash-compression", compression]
+    if compression is not None:
+        args += ["--squash-compression", compression]
+    if layered:
+        args.append("--layered")
     args += ["--cache-dir", str(cache_dir)] if cache_dir else ["--no-cache"]
     if hook:
         args += ["--customize", str(hook)]
@@ -190,9 +194,34 @@ def _mmdebstrap_line(entries: Sequence[LogEntry]) -> LogEntry | None:
                  and e.message.split()[2:] != ["--version"]), None)
 
 
+PHASE = re.compile(r"^phase ([a-z][a-z-]*): ([0-9]+(?:\.[0-9]+)?) s$")
+
+
+def phases(entries: Sequence[LogEntry]) -> dict[str, float]:
+    """Our log's ``phase NAME: 1.234 s`` lines: seconds per phase, in the
+    order of first appearance, a phase's repeated lines added up."""
+    found: dict[str, float] = {}
+    for e in entries:
+        m = PHASE.match(e.message)
+        if m:
+            found[m.group(1)] = found.get(m.group(1), 0.0) + float(m.group(2))
+    return found
+
+
+# The phases of our bootstrap stage: the Release file and cache key, the
+# bootstrap itself, publishing the root in the cache, mounting it.
+BOOTSTRAP_PHASES = ("release", "bootstrap", "cache-store", "cache-use")
+
+
 def bootstrap_stage(entries: Sequence[LogEntry]) -> dict[str, float | None]:
-    """Seconds of our bootstrap stage and its parts, from the log's timestamps
-    (one-second resolution)."""
+    """Seconds of our bootstrap stage and its parts: from the log's phase
+    lines, or else from its timestamps (one-second resolution)."""
+    timed = phases(entries)
+    if "bootstrap" in timed:
+        return {"stage_s": sum(timed.get(p, 0.0) for p in BOOTSTRAP_PHASES),
+                "mmdebstrap_s": timed["bootstrap"],
+                "cache_lookup_s": timed.get("release"),
+                "cache_store_s": timed.get("cache-store")}
     start = _first(entries, "Bootstrapping ")
     end = _first(entries, "root cache: stored") or _first(entries, "Configuring the system")
     mm_start = _mmdebstrap_line(entries)

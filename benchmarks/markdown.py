@@ -18,7 +18,9 @@ from benchmarks.report import (
     SUMMARY_HEADERS,
     CompressionRun,
     Figure,
+    PhaseRuns,
     compression_rows,
+    phase_rows,
     recommend,
     summary_row,
 )
@@ -102,11 +104,19 @@ def compression_markdown(run: CompressionRun) -> str:
                         recommend(run.results).line()])
 
 
+PHASES = ("Phase breakdown of our builds: seconds, medians over n runs, from the "
+          "`phase NAME: S s` lines of their logs (\"other\": the rest of the wall time: "
+          "starting Python, the kernel copy, manifests, SBOM, checksums, publishing).")
+
+
 def render(figures: Sequence[Figure], compression: CompressionRun | None,
-           notes: Sequence[str], measured: str) -> str:
-    """The whole Markdown report: the measured line, the summary table, (e)'s
-    table and recommendation when (e) ran, and the run's notes."""
+           notes: Sequence[str], measured: str, phase_runs: PhaseRuns | None = None) -> str:
+    """The whole Markdown report: the measured line, the summary table, the
+    phase breakdown, (e)'s table and recommendation when (e) ran, and the
+    run's notes."""
     parts = [measured, MEDIANS, summary_markdown(figures)]
+    if phase_runs:
+        parts += [PHASES, markdown_table(*phase_rows(phase_runs))]
     if compression is not None and compression.results:
         parts.append(compression_markdown(compression))
     if notes:

@@ -251,3 +251,33 @@ def compression_rows(results: Sequence[CompressionResult],
 
 def compression_table(results: Sequence[CompressionResult], reference: str = "xz") -> str:
     return format_table(*compression_rows(results, reference))
+
+
+PhaseRuns = dict[str, list[tuple[float, dict[str, float]]]]
+
+
+def phase_medians(phase_runs: PhaseRuns) -> dict[str, dict[str, float]]:
+    """Per row: the median of each phase (0 where a run lacked it), of the
+    total, and "other" (the total's median less the phases' medians)."""
+    out: dict[str, dict[str, float]] = {}
+    for row, runs in phase_runs.items():
+        names = dict.fromkeys(p for _, found in runs for p in found)
+        medians = {p: stats(found.get(p, 0.0) for _, found in runs).median for p in names}
+        total = stats(t for t, _ in runs).median
+        out[row] = {**medians, "other": max(0.0, total - sum(medians.values())),
+                    "total": total}
+    return out
+
+
+def phase_rows(phase_runs: PhaseRuns) -> tuple[list[str], list[list[str]]]:
+    """The phase breakdown as a table: a row per kind of build, a column per
+    phase (in the order the builds logged them), seconds (medians)."""
+    medians = phase_medians(phase_runs)
+    columns = list(dict.fromkeys(p for m in medians.values() for p in m
+                                 if p not in ("other", "total")))
+    headers = ["build", "n", *columns, "other", "total"]
+    rows = []
+    for row, m in medians.items():
+        cells = [f"{m[p]:.1f}" if p in m else "-" for p in [*columns, "other", "total"]]
+        rows.append([row, str(len(phase_runs[row])), *cells])
+    return headers, rows

@@ -538,3 +538,66 @@ def test_the_projects_readme_has_the_markers_in_its_benchmarks_section() -> None
     section = text[text.index("\n## Benchmarks\n"):]
     section = section[:section.index("\n## ", 1)]
     assert md.replace_block(section, "x").count(md.BEGIN) == 1
+
+
+# --- phases and the Speed issue's targets ---------------------------------------------------
+
+PHASE_LOG = """\
+2026-12-02 19:10:11 DEBUG phase release: 0.222 s
+2026-12-02 19:10:11 INFO root cache: miss (no cached root for bookworm amd64 yet)
+2026-12-02 19:11:50 DEBUG phase bootstrap: 99.5 s
+2026-12-02 19:11:50 DEBUG phase cache-store: 0.001 s
+2026-12-02 19:11:50 DEBUG phase cache-use: 0.004 s
+2026-12-02 19:11:52 DEBUG phase hook: 2.360 s
+2026-12-02 19:11:52 DEBUG phase squashfs: 41.0 s
+2026-12-02 19:11:52 DEBUG phase squashfs: 0.5 s
+2026-12-02 19:11:52 DEBUG phase Not-A-Phase: 1 s
+"""
+
+
+def test_phases_are_summed_in_the_order_they_first_appear() -> None:
+    found = cmd.phases(cmd.parse_log(PHASE_LOG))
+    assert list(found) == ["release", "bootstrap", "cache-store", "cache-use", "hook",
+                           "squashfs"]
+    assert found["squashfs"] == pytest.approx(41.5)
+
+
+def test_bootstrap_stage_prefers_the_phase_lines() -> None:
+    stage = cmd.bootstrap_stage(cmd.parse_log(PHASE_LOG))
+    assert stage["stage_s"] == pytest.approx(0.222 + 99.5 + 0.001 + 0.004)
+    assert stage["mmdebstrap_s"] == pytest.approx(99.5)
+    assert stage["cache_store_s"] == pytest.approx(0.001)
+
+
+def test_ours_args_default_compressor_and_layered(tmp_path: Path) -> None:
+    args = cmd.ours_args([("squash", tmp_path / "sq")], mirror="http://m.example/debian",
+                         log=tmp_path / "log", cache_dir=tmp_path / "c", compression=None,
+                         layered=True)
+    assert "--squash-compression" not in args and "--layered" in args
+    assert "--squash-compression" in cmd.ours_args(
+        [("squash", tmp_path / "sq")], mirror="http://m.example/debian", log=tmp_path / "log",
+        cache_dir=None)
+
+
+def test_phase_table_has_medians_other_and_total() -> None:
+    from benchmarks.report import phase_medians, phase_rows
+
+    runs = {"warm": [(10.0, {"hook": 1.0, "squashfs": 5.0}),
+                     (12.0, {"hook": 3.0, "squashfs": 7.0}),
+                     (11.0, {"hook": 2.0})]}
+    medians = phase_medians(runs)["warm"]
+    assert medians == {"hook": 2.0, "squashfs": 5.0, "other": 4.0, "total": 11.0}
+    headers, rows = phase_rows(runs)
+    assert headers == ["build", "n", "hook", "squashfs", "other", "total"]
+    assert rows == [["warm", "3", "2.0", "5.0", "4.0", "11.0"]]
+    text = md.render([], None, [], "measured", runs)
+    assert "| warm | 3 | 2.0 | 5.0 | 4.0 | 11.0 |" in text
+
+
+def test_the_speed_targets() -> None:
+    from benchmarks.measures import A_TARGETS, WARM_VARIANTS
+
+    assert A_TARGETS == {"debootstrap": 0.95, "mmdebstrap": 1.05}
+    assert [(v.compression, v.layered, v.limit) for v in WARM_VARIANTS] == [
+        (None, False, None), ("zstd:6", False, 20.0), (None, True, 20.0)]
+    assert run.HEADLINE_TARGETS["c"] == ("<=", 0.4)
