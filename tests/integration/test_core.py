@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pty
@@ -37,7 +38,7 @@ def live_squash(live_build: LiveBuild) -> tuple[Path, Path, Run]:
 
 
 def test_squash_dir_has_the_live_files(live_squash: tuple[Path, Path, Run]) -> None:
-    out, _, _ = live_squash
+    out, log, _ = live_squash
     names = {p.name for p in out.iterdir()}
     assert {"filesystem.squashfs", "vmlinuz", "initrd.img", "filesystem.packages",
             "SHA256SUMS", "vmdebootstrap.manifest.json", "filesystem.spdx.json"} <= names
@@ -51,6 +52,15 @@ def test_squash_dir_has_the_live_files(live_squash: tuple[Path, Path, Run]) -> N
     assert (out / "filesystem.squashfs").stat().st_size > 50 * 2**20
     assert (out / "vmlinuz").read_bytes() == next(out.glob("vmlinuz-*")).read_bytes()
     assert not [n for n in names if n.startswith(".")], "staging leftovers"
+    # The initramfs is made once, after every package is set up (a
+    # bootstrap used to make it twice), and has live-boot's scripts.
+    text = log.read_text()
+    if "root cache: hit" not in text:
+        assert text.count("update-initramfs: Generating") == 1, text
+    initrd = (out / "initrd.img").read_bytes()
+    # initramfs-tools falls back to gzip in a root without zstd
+    members = gzip.decompress(initrd[initrd.index(b"\x1f\x8b\x08"):])
+    assert b"scripts/live\0" in members and b"live/boot/9990-overlay.sh\0" in members
     nobody = pwd.getpwnam("nobody").pw_uid
     assert out.stat().st_uid == nobody
     assert all(p.stat().st_uid == nobody for p in out.iterdir())

@@ -21,6 +21,30 @@ log = logging.getLogger("vmdebootstrap")
 APT_QUIET = ["-q", "-y", "-o", "Dpkg::Use-Pty=0", "-o", "APT::Color=0"]
 
 
+# The kernel's postinst makes its initramfs, then initramfs-tools' trigger
+# (live-boot and others activate it) makes it all over again: half a
+# minute each natively, many minutes under qemu-user.  While apt installs,
+# update-initramfs is diverted to a stand-in that does nothing (as
+# live-build does); once every package is set up, the real one makes each
+# kernel's initramfs once, with every hook in place.
+UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
+UPDATE_INITRAMFS_ASIDE = UPDATE_INITRAMFS + ".vmdebootstrap"
+
+
+def initramfs_once_hooks() -> list[str]:
+    real, aside = UPDATE_INITRAMFS, UPDATE_INITRAMFS_ASIDE
+    hold = (f'chroot "$1" dpkg-divert --quiet --local --divert {aside} --add {real} && '
+            f'printf "#!/bin/sh\\nexit 0\\n" > "$1{real}" && chmod 755 "$1{real}"')
+    make = (f'rm -f "$1{real}" && '
+            f'chroot "$1" dpkg-divert --quiet --local --rename --remove {real} && '
+            f'if [ -x "$1{real}" ]; then for m in "$1"/lib/modules/*; do '
+            '[ -d "$m" ] || continue; v=${m##*/}; '
+            '[ -e "$1/boot/vmlinuz-$v" ] || [ -e "$1/boot/vmlinux-$v" ] || continue; '
+            'if [ -e "$1/boot/initrd.img-$v" ]; then op=-u; else op=-c; fi; '
+            'chroot "$1" update-initramfs $op -k "$v" || exit 1; done; fi')
+    return [f"--essential-hook={hold}", f"--customize-hook={make}"]
+
+
 def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list[str]:
     argv = [
         # --verbose: apt's and dpkg's lines, which the progress display counts
@@ -54,7 +78,7 @@ def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list
     # build, vmdebootstrap.root.configure.clean_apt): the hook's apt-get
     # update then finds them current instead of downloading them again.
     argv += ["--aptopt=Acquire::Retries 3", "--dpkgopt=force-unsafe-io",
-             "--skip=cleanup/apt/lists", *extra]
+             "--skip=cleanup/apt/lists", *initramfs_once_hooks(), *extra]
     argv += [plan.distribution, str(target), plan.mirror]
     return argv
 
