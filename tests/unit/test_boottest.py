@@ -150,6 +150,9 @@ def test_last_login_line_is_not_a_login_prompt() -> None:
     assert not bc.LOGIN.search("Last login: Tue Jan  2 10:00:00 on ttyS0\n")
     assert bc.LOGIN.search("\ndebian-live login: ")
     assert bc.LOGIN.search("login: ")
+    # seen under Secure Boot: a kernel message between the host name and the prompt
+    assert bc.LOGIN.search("debian-live[  102.668368] powernow_k8: Power state transitions "
+                           "not supported\n login: ")
 
 
 def test_login_incorrect_fails_fast() -> None:

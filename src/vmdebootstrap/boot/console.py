@@ -115,7 +115,8 @@ class Console:
         return self.mask(self.text[-chars:])
 
 
-LOGIN = re.compile(r"(?m)^(?!Last login)(?:[\w.-]+ )?login: *")
+# A kernel message can split "HOST login: " across lines, leaving " login: ".
+LOGIN = re.compile(r"(?m)^(?!Last login)[ \t]*(?:[\w.-]+ )?login: *")
 PASSWORD = re.compile(r"\bPassword: *")
 INCORRECT = re.compile(r"Login incorrect")
 FORCED_CHANGE = re.compile(r"You are required to change your password|"

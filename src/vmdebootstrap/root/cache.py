@@ -37,7 +37,7 @@ from vmdebootstrap.root.bootstrap import bootstrap, remove_handler
 log = logging.getLogger("vmdebootstrap")
 
 FORMAT = 3  # 3: roots are directories, used in place
-KEEP_ROOTS = 4  # bootstrapped roots kept (uncompressed); the least recently used go first
+KEEP_ROOTS = 8  # bootstrapped roots kept (uncompressed); the least recently used go first
 
 
 @dataclass(frozen=True)
