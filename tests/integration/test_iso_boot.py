@@ -66,8 +66,9 @@ class Layered:
 
 @pytest.fixture(scope="session")
 def layered(live_build: LiveBuild, tmp_path_factory: pytest.TempPathFactory) -> Layered:
-    """Two --layered builds of the README's console config (from the root
-    the live build cached), the second with a hook that adds a file."""
+    """Two --layered builds of the README's console config, the second with
+    a hook that adds a file.  The first finds the root cached or caches it
+    (which depends on what ran before); the second always finds it."""
     base = tmp_path_factory.mktemp("layered")
     hook = base / "hook.sh"
     hook.write_text((EXAMPLES / "live-console.sh").read_text()
@@ -226,7 +227,7 @@ def test_layered_iso_stacks_the_hooks_layer_on_the_base(layered: Layered,
                                                        boots: AllBoots) -> None:
     """The second build squashed only its layer; live-boot stacked it: the
     second hook's file and the package the hook installed are there."""
-    assert "root cache: hit" in layered.first_log and "root cache: hit" in layered.second_log
+    assert "root cache: hit" in layered.second_log
     assert "--layered: squashed the cached root once" in layered.first_log
     assert "--layered: the base squashfs is cached" in layered.second_log
     assert "phase base-squashfs" not in layered.second_log
