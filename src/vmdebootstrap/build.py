@@ -18,16 +18,12 @@ from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, MirrorError
 from vmdebootstrap.host import progress
+from vmdebootstrap.host.chroot import chroot_mounts, daemons_blocked, host_resolv_conf
 from vmdebootstrap.host.faults import checkpoint
 from vmdebootstrap.host.overlay import copy_tree, overlay, overlay_problem
 from vmdebootstrap.host.progress import phase, step
 from vmdebootstrap.host.publish import checksum_path
-from vmdebootstrap.host.resources import (
-    chroot_mounts,
-    daemons_blocked,
-    host_resolv_conf,
-    temp_dir,
-)
+from vmdebootstrap.host.resources import temp_dir
 from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import files, image, manifest

@@ -22,7 +22,7 @@ import pytest
 from tests.fakes import RecordingRunner
 from vmdebootstrap import build as build_module
 from vmdebootstrap.errors import BuildError
-from vmdebootstrap.host import resources
+from vmdebootstrap.host import chroot, resources
 from vmdebootstrap.host.run import CommandError, Result
 from vmdebootstrap.outputs import files as outputs
 from vmdebootstrap.plan import Plan
@@ -120,7 +120,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: Path) -> Rig:
     monkeypatch.setattr(resources, "processes_in_root", lambda root, proc=None: [])
     host_resolv = base / "host-resolv.conf"
     host_resolv.write_text("nameserver 192.0.2.53\n")
-    real_resolv = resources.host_resolv_conf
+    real_resolv = chroot.host_resolv_conf
     monkeypatch.setattr(build_module, "host_resolv_conf",
                         lambda root: real_resolv(root, host=host_resolv))
     # No cache, no network: the bootstrap only lays out a fake root.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from vmdebootstrap import build as build_module
 from vmdebootstrap import cli
 from vmdebootstrap import plan as plan_module
 from vmdebootstrap.errors import BuildError, UsageError
+from vmdebootstrap.host import userns
 from vmdebootstrap.intent.options import OPTIONS, Kind
 from vmdebootstrap.plan import Host, Plan, make_plan
 
@@ -241,16 +243,60 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 # --- building (the build itself is faked) ----------------------------------------------
 
 
-def test_non_root_refused(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                          no_build: list[Plan]) -> None:
+@pytest.fixture
+def user_without_ids(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An ordinary user with no subordinate ids."""
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for name in ("SUBUID", "SUBGID"):
+        empty = tmp_path / name.lower()
+        empty.write_text("")
+        monkeypatch.setattr(userns, name, empty)
+
+
+def test_non_root_without_subordinate_ids_is_refused(
+        run_cli: RunCli, user_without_ids: None, tmp_path: Path, no_build: list[Plan]) -> None:
     before = files_under(tmp_path)
     result = run_cli("--tarball", "root.tar", "--log", "x.log")
     assert result.code == 2
-    (line,) = error_lines(result)
-    assert "must run as root" in line and "--dry-run" in line
+    assert "without root inside a user namespace" in result.err
+    assert "subuid has no range" in result.err and "usermod --add-subuids" in result.err
     assert not no_build
     assert files_under(tmp_path) == before
+
+
+def test_non_root_disk_image_is_refused(run_cli: RunCli, user_without_ids: None,
+                                        no_build: list[Plan]) -> None:
+    result = run_cli("--image", "disk.img", "--size", "2G")
+    assert result.code == 2
+    assert "--image needs root" in result.err and "run it as root" in result.err
+    result = run_cli("--squash", "live", "--layered")
+    assert result.code == 2 and "--layered needs root" in result.err
+    assert not no_build
+
+
+def test_non_root_builds_as_root_of_a_namespace(
+        run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        no_build: list[Plan]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    me = pwd.getpwuid(os.getuid()).pw_name
+    (tmp_path / "ids").write_text(f"someone:1:1\n{me}:200000:1000\n{me}:300000:70000\n")
+    monkeypatch.setattr(userns, "SUBUID", tmp_path / "ids")
+    monkeypatch.setattr(userns, "SUBGID", tmp_path / "ids")
+    monkeypatch.setattr(userns.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(userns, "kernel_problem", lambda: None)
+    entered: list[userns.IdMap] = []
+
+    def fake_enter(ids: userns.IdMap, body: Callable[[], int],
+                   on_error: Callable[[BaseException], int]) -> int:
+        entered.append(ids)
+        return body()
+
+    monkeypatch.setattr(cli.rootless, "as_namespace_root", fake_enter)
+    result = run_cli("--tarball", "root.tar", "--log", "x.log")
+    assert result.code == 0, result.err
+    (ids,) = entered
+    assert ids.uid_args() == ["0", str(os.getuid()), "1", "1", "300000", "65536"]
+    assert len(no_build) == 1
 
 
 def test_root_builds_the_plan(run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, host: Host,

@@ -18,10 +18,8 @@ import pytest
 from tests.fakes import RecordingRunner
 from vmdebootstrap.errors import BuildError
 from vmdebootstrap.host import resources
+from vmdebootstrap.host.chroot import POLICY_RC_D, daemons_blocked, host_resolv_conf
 from vmdebootstrap.host.resources import (
-    POLICY_RC_D,
-    daemons_blocked,
-    host_resolv_conf,
     mount_points,
     mounts_under,
     processes_in_root,

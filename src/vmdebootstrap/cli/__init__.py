@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from vmdebootstrap import __version__
+from vmdebootstrap.cli import rootless
 from vmdebootstrap.cli.dryrun import print_plan
 from vmdebootstrap.cli.parser import make_parser
 from vmdebootstrap.cli.report import checked_plan, explained, plan_problems, report, unexpected
@@ -156,36 +157,54 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from vmdebootstrap.plan import make_plan  # late: tests replace it
 
+        if os.geteuid() != 0:
+            os.environ["PATH"] = rootless.with_sbin(os.environ.get("PATH", ""))
         plan = checked_plan(make_plan, settings)
         assert plan is not None  # or checked_plan raised
         if settings.dry_run:
             print_plan(plan)  # the plan's warnings included, said once
             return 0
-        if os.geteuid() != 0:
-            raise UsageError("vmdebootstrap must run as root (it mounts filesystems and "
-                             "runs chroot); use --dry-run to check options without root")
+        ids = rootless.id_map_for(plan) if os.geteuid() != 0 else None
         setup_logging(settings, masker)
         log_header(__version__, args, dump_config(settings))
         for note in plan.notes:
             log.warning("%s", note)
+        if ids is not None:
+            log.info("building without root: as root of a user namespace (uids 1-%d "
+                     "from %d, gids 1-%d from %d)", ids.subuid[1], ids.subuid[0],
+                     ids.subgid[1], ids.subgid[0])
+            return rootless.as_namespace_root(
+                ids, lambda: _build(plan, masker),
+                lambda exc: _failed(exc, plan))
+        return _build(plan, masker)
+    except BaseException as exc:
+        return _failed(exc, plan)
+
+
+def _build(plan: Plan, masker: Masker) -> int:
+    try:
         _install_signal_handlers()
         from vmdebootstrap.build import build
 
         build(plan, SubprocessRunner(masker))
         return 0
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        return _failed(exc, plan)
+
+
+def _failed(exc: BaseException, plan: Plan | None) -> int:
+    """Report ``exc`` as one message; the exit code."""
+    if isinstance(exc, KeyboardInterrupt):
         err: VmdebootstrapError = Interrupted(
             "interrupted; everything the build had set up was undone")
-        report(err)
-        return err.exit_code
-    except VmdebootstrapError as exc:
+    elif isinstance(exc, VmdebootstrapError):
         err = explained(exc, plan) or exc
-        report(err)
-        return err.exit_code
-    except Exception as exc:  # not ours: still one message; the traceback goes to the log
+    elif isinstance(exc, Exception):  # not ours: still one message; the traceback goes to the log
         err = explained(exc, plan) or unexpected(exc)
-        report(err)
-        return err.exit_code
+    else:
+        raise exc  # SystemExit and the like
+    report(err)
+    return err.exit_code
 
 
 def _verify(argv: Sequence[str], masker: Masker) -> int:

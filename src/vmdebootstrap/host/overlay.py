@@ -8,11 +8,13 @@ is copied; a disk image needs the files in its own filesystem and copies.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from vmdebootstrap.host import userns
 from vmdebootstrap.host.resources import mounted
 from vmdebootstrap.host.run import Runner
 
@@ -24,6 +26,10 @@ from vmdebootstrap.host.run import Runner
 # squashfs for --layered.  Hard links are not tracked across layers
 # (index=off): nothing here is exported over NFS.
 OVERLAY_OPTIONS = "redirect_dir=on,metacopy=off,index=off,xino=off"
+# Without root, overlayfs keeps its marks in user.overlay.* attributes and
+# refuses redirect_dir: renaming a lower directory then fails with EXDEV,
+# and mv, dpkg and cp copy instead, as they do across filesystems.
+USERNS_OPTIONS = "userxattr,metacopy=off,index=off,xino=off"
 
 
 @contextlib.contextmanager
@@ -38,9 +44,30 @@ def overlay(runner: Runner, lower: Path, upper: Path, target: Path) -> Iterator[
     st = lower.stat()
     os.chown(upper, st.st_uid, st.st_gid)
     os.chmod(upper, stat.S_IMODE(st.st_mode))
-    options = f"lowerdir={lower},upperdir={upper},workdir={scratch},{OVERLAY_OPTIONS}"
+    extra = USERNS_OPTIONS if userns.inside() else OVERLAY_OPTIONS
+    options = f"lowerdir={lower},upperdir={upper},workdir={scratch},{extra}"
     with mounted(runner, "overlay", target, fstype="overlay", options=options):
         yield target
+
+
+def move(src: Path, dst: Path) -> None:
+    """os.replace(), also for a directory from the lower layer of an overlay
+    mounted without redirect_dir (see USERNS_OPTIONS), which fails with
+    EXDEV: the directory is then made anew at ``dst``, with its owner, mode
+    and times, and its entries moved into it one by one."""
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV or src.is_symlink() or not src.is_dir():
+            raise
+        st = src.lstat()
+        dst.mkdir()
+        os.chown(dst, st.st_uid, st.st_gid)
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+        for entry in src.iterdir():
+            move(entry, dst / entry.name)
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        src.rmdir()
 
 
 def overlay_problem(*paths: Path) -> str | None:

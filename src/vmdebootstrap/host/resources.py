@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import stat
 import tempfile
@@ -276,87 +275,3 @@ def mounted(runner: Runner, source: str, target: Path, fstype: str | None = None
         failed = unmount_under(target, runner)
         if failed:
             log.error("could not unmount %s", ", ".join(failed))
-
-
-@contextlib.contextmanager
-def chroot_mounts(runner: Runner, root: Path) -> Iterator[Path]:
-    """proc, sys, devpts and a tmpfs /run inside the root, for chroot commands.
-
-    The root's own /dev (device nodes made by the bootstrap tool) is used
-    as it is: the host's /dev is never bind-mounted, so nothing in the
-    build can delete host device nodes.
-    """
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mounted(runner, "proc", root / "proc", "proc"))
-        stack.enter_context(mounted(runner, "sysfs", root / "sys", "sysfs", "ro"))
-        if not (root / "dev" / "null").exists():
-            _make_dev_nodes(root / "dev")
-        stack.enter_context(
-            mounted(runner, "devpts", root / "dev" / "pts", "devpts",
-                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
-        )
-        stack.enter_context(mounted(runner, "tmpfs", root / "run", "tmpfs", "mode=0755"))
-        try:
-            yield root
-        finally:
-            kill_processes_in(root)
-
-
-_DEV_NODES = {
-    "null": (1, 3), "zero": (1, 5), "full": (1, 7),
-    "random": (1, 8), "urandom": (1, 9), "tty": (5, 0),
-}
-
-
-def _make_dev_nodes(dev: Path) -> None:
-    dev.mkdir(parents=True, exist_ok=True)
-    for name, (major, minor) in _DEV_NODES.items():
-        node = dev / name
-        if not node.exists():
-            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-    ptmx = dev / "ptmx"
-    if not ptmx.exists() and not ptmx.is_symlink():
-        ptmx.symlink_to("pts/ptmx")
-
-
-POLICY_RC_D = "#!/bin/sh\n# vmdebootstrap: no daemons start while the image is built\nexit 101\n"
-
-
-@contextlib.contextmanager
-def daemons_blocked(root: Path) -> Iterator[None]:
-    """policy-rc.d so package scripts do not start services in the chroot."""
-    path = root / "usr/sbin/policy-rc.d"
-    existed = path.exists()
-    if not existed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(POLICY_RC_D)
-        path.chmod(0o755)
-    try:
-        yield
-    finally:
-        if not existed:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-
-@contextlib.contextmanager
-def host_resolv_conf(root: Path, host: Path = Path("/etc/resolv.conf")) -> Iterator[None]:
-    """The host's DNS settings inside the root while the build runs apt there.
-
-    The image's own /etc/resolv.conf is often a symlink into /run (systemd-
-    resolved) that leads nowhere in a chroot; it is moved aside, not written
-    through, and put back afterwards."""
-    target = root / "etc/resolv.conf"
-    saved = root / "etc/.resolv.conf.vmdebootstrap"
-    had = target.exists() or target.is_symlink()
-    if had:
-        os.replace(target, saved)
-    try:
-        if host.exists():
-            shutil.copyfile(host, target)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        if had:
-            os.replace(saved, target)

@@ -22,13 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmdebootstrap.errors import BuildError, Interrupted, NoSpace, exception_chain
+from vmdebootstrap.host.chroot import chroot_mounts, daemons_blocked
 from vmdebootstrap.host.publish import scratch_file, staged_file
-from vmdebootstrap.host.resources import (
-    chroot_mounts,
-    daemons_blocked,
-    mounted,
-    remove_tree,
-)
+from vmdebootstrap.host.resources import mounted, remove_tree
 from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.outputs import bootloaders as bl

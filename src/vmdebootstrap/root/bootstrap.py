@@ -11,8 +11,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmdebootstrap.host.chroot import chroot_argv, chroot_env
-from vmdebootstrap.host.resources import chroot_mounts, daemons_blocked
+from vmdebootstrap.host.chroot import chroot_argv, chroot_env, chroot_mounts, daemons_blocked
 from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.intent.plan import Plan
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from vmdebootstrap import __version__
 from vmdebootstrap.errors import MirrorError
+from vmdebootstrap.host import userns
 from vmdebootstrap.host.digest import file_sha256
 from vmdebootstrap.host.progress import phase
 from vmdebootstrap.host.publish import staged_file
@@ -101,6 +102,9 @@ def make_key(plan: Plan, release: bytes, tool_version: str) -> CacheKey:
                                     for d in plan.custom_debs),
         "check-gpg": "yes" if plan.check_signatures else "no",
     }
+    ids = userns.id_maps()
+    if ids:  # the tree's owners on disk mean these ids only through the same map
+        fields["id-maps"] = ids
     return CacheKey(tuple(sorted(fields.items())))
 
 

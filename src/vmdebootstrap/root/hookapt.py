@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vmdebootstrap.host.apt_sources import source_options
-from vmdebootstrap.host.chroot import chroot_argv, chroot_env
-from vmdebootstrap.host.resources import chroot_mounts
+from vmdebootstrap.host.chroot import chroot_argv, chroot_env, chroot_mounts
+from vmdebootstrap.host.overlay import move
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import Plan
 from vmdebootstrap.root.bootstrap import APT_QUIET
@@ -48,7 +48,7 @@ def build_sources(plan: Plan, runner: Runner, root: Path) -> Iterator[None]:
     try:
         for name in ("sources.list", "sources.list.d"):
             if (apt / name).exists() or (apt / name).is_symlink():
-                os.replace(apt / name, aside / name)
+                move(apt / name, aside / name)
         (apt / "sources.list.d").mkdir()
         (apt / "sources.list").write_text(build_source_line(plan))
         with chroot_mounts(runner, root):

@@ -96,12 +96,27 @@ _vmdb_mount() {
     }
 }
 
+# True in a user namespace (a build without root): there, sysfs can only
+# be mounted by the network namespace's owner, and the host's /dev comes
+# with the mounts below it locked to it, so both are bound whole.
+_vmdb_userns() {
+    ! grep -qE '^ *0 +0 +4294967295 *$' /proc/self/uid_map 2>/dev/null
+}
+
 mount_proc() {
     _vmdb_root || return 1
     _vmdb_mount "$_vmdb_r/proc" -t proc proc || return 1
-    _vmdb_mount "$_vmdb_r/sys" -t sysfs -o ro sysfs || return 1
+    if _vmdb_userns; then
+        _vmdb_mount "$_vmdb_r/sys" --rbind /sys || return 1
+    else
+        _vmdb_mount "$_vmdb_r/sys" -t sysfs -o ro sysfs || return 1
+    fi
     if ! mountpoint -q "$_vmdb_r/dev"; then
-        _vmdb_mount "$_vmdb_r/dev" --bind /dev || return 1
+        if _vmdb_userns; then
+            _vmdb_mount "$_vmdb_r/dev" --rbind /dev || return 1
+        else
+            _vmdb_mount "$_vmdb_r/dev" --bind /dev || return 1
+        fi
         # With shared propagation (systemd's default) the devpts mounted
         # below would also appear over the host's own /dev/pts.
         mount --make-private "$_vmdb_r/dev" || return 1
@@ -129,6 +144,10 @@ cleanup() {
         # -R takes along anything a package mounted below (binfmt_misc...);
         # a process still holding files there only delays the lazy unmount.
         umount -R "$_vmdb_m" 2>/dev/null || umount -l "$_vmdb_m" 2>/dev/null || true
+    done
+    # Checked once all are done: a locked copy of the host's /dev/pts goes
+    # only with the /dev above it.
+    for _vmdb_m in "$_vmdb_r/dev/pts" "$_vmdb_r/dev" "$_vmdb_r/sys" "$_vmdb_r/proc"; do
         if mountpoint -q "$_vmdb_m"; then
             _vmdb_say "could not unmount $_vmdb_m"
             _vmdb_status=1
