@@ -63,7 +63,12 @@ DESCRIPTION = (
     "written; a failed or interrupted build unwinds every mount, loop device and temporary "
     "directory and leaves no half-written output.",
     "It is a rewrite of vmdebootstrap 1.x that keeps its long option names, config files "
-    "and customisation hooks, so 1.x scripts keep working.  Building needs root.")
+    "and customisation hooks, so 1.x scripts keep working.",
+    "As root it builds every output.  An ordinary user builds --squash, --iso and --tarball "
+    "with the same command line: the build runs as root of its own user namespace, mapped "
+    "from the user's ranges in /etc/subuid and /etc/subgid with newuidmap and newgidmap "
+    "(package uidmap), so the outputs are the user's and the image's owners are its own; "
+    "nothing is mounted on the host.  --image and --layered need root.")
 CONFIG_FILES = (
     "INI files with a [config] section whose keys are the long option names and whose "
     "values are written as on the command line: lists comma separated, switches yes or no.  "
@@ -245,7 +250,7 @@ def vmdebootstrap_man() -> str:
         f"{_bold('--' + k)} {_bold('DIR' if k == 'squash' else 'FILE', 'I')}"
         for k in ("iso", "squash", "tarball", "image")), ".br", _usage(checker.prog, checker)]
     lines += [".SH DESCRIPTION", *_para(f"{parser.description} {DESCRIPTION[0]}"),
-              *_para(DESCRIPTION[1])]
+              *(p for text in DESCRIPTION[1:] for p in _para(text))]
     lines += [".SH OPTIONS", *_para(
         "Each option can also be given in a config file, as a key of its [config] section "
         "without the leading dashes.  A switch --NAME has a --no-NAME form where listed; "

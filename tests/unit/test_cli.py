@@ -264,6 +264,15 @@ def test_non_root_without_subordinate_ids_is_refused(
     assert files_under(tmp_path) == before
 
 
+def test_a_users_dry_run_says_what_would_stop_the_build(
+        run_cli: RunCli, user_without_ids: None, no_build: list[Plan]) -> None:
+    result = run_cli("--image", "disk.img", "--size", "2G", "--dry-run")
+    assert result.code == 0
+    assert "without root, the build would stop: --image needs root" in result.err
+    assert "without root, the build would stop: " in result.err and "subuid" in result.err
+    assert not no_build
+
+
 def test_non_root_disk_image_is_refused(run_cli: RunCli, user_without_ids: None,
                                         no_build: list[Plan]) -> None:
     result = run_cli("--image", "disk.img", "--size", "2G")

@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert plan is not None  # or checked_plan raised
         if settings.dry_run:
             print_plan(plan)  # the plan's warnings included, said once
+            if os.geteuid() != 0:
+                for problem in rootless.problems(plan):
+                    log.warning("without root, the build would stop: %s", problem)
             return 0
         ids = rootless.id_map_for(plan) if os.geteuid() != 0 else None
         setup_logging(settings, masker)

@@ -10,7 +10,7 @@ from vmdebootstrap.host.userns import IdMap, as_namespace_root, id_map
 if TYPE_CHECKING:
     from vmdebootstrap.intent.plan import Plan
 
-__all__ = ["as_namespace_root", "id_map_for", "output_problems", "with_sbin"]
+__all__ = ["as_namespace_root", "id_map_for", "output_problems", "problems", "with_sbin"]
 
 ROOT_ONLY = {
     "image": ("--image needs root: it attaches the image to a loop device and mounts "
@@ -41,6 +41,11 @@ def output_problems(plan: Plan) -> list[str]:
             "does not read, so the layer would not show what the hook did; build "
             "without --layered, or as root")
     return problems
+
+
+def problems(plan: Plan) -> list[str]:
+    """Why this user cannot build ``plan``, each with its fix."""
+    return output_problems(plan) + id_map()[1]
 
 
 def id_map_for(plan: Plan) -> IdMap:
