@@ -280,6 +280,8 @@ def test_non_root_disk_image_is_refused(run_cli: RunCli, user_without_ids: None,
     assert "--image needs root" in result.err and "run it as root" in result.err
     result = run_cli("--squash", "live", "--layered")
     assert result.code == 2 and "--layered needs root" in result.err
+    result = run_cli("--tarball", "root.tar", "--owner", "builder")
+    assert result.code == 2 and "--owner builder: only root can give files away" in result.err
     assert not no_build
 
 

@@ -34,6 +34,10 @@ def output_problems(plan: Plan) -> list[str]:
     problems = []
     if plan.output in ROOT_ONLY:
         problems.append(ROOT_ONLY[plan.output])
+    if plan.targets.owner:
+        problems.append(
+            f"--owner {plan.targets.owner}: only root can give files away; the outputs of "
+            "a build without root belong to the user who runs it: leave out --owner")
     if plan.targets.layered:
         problems.append(
             "--layered needs root: an overlay mounted without root records opaque "
