@@ -13,8 +13,10 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,3 +185,37 @@ def test_a_user_without_subordinate_ids_is_refused_at_once() -> None:
         assert not (user.home / ".cache").exists()
     finally:
         _drop_user(user)
+
+
+def test_a_killed_build_leaves_nothing_behind(builder: User) -> None:
+    """SIGTERM to the user's vmdebootstrap, mid-bootstrap: it passes the
+    signal into the namespace, the build unwinds, and it exits 130."""
+    log = builder.work / "killed.log"
+    before = {p.name for p in Path(tempfile.gettempdir()).glob("vmdebootstrap-*")}
+    env = {"HOME": str(builder.home), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(builder.work / "src")}
+    proc = subprocess.Popen(
+        ["runuser", "-u", builder.name, "--", "env", "-i",
+         *(f"{k}={v}" for k, v in env.items()), PYTHON, "-m", "vmdebootstrap",
+         "--no-default-configs", "--config", str(builder.examples / "live-console-amd64.conf"),
+         "--no-cache", "--verbose", "--log", str(log), "--iso", str(builder.work / "killed.iso")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=builder.work)
+    try:
+        deadline = time.monotonic() + 300
+        while "mmdebstrap: I: installing" not in (log.read_text() if log.exists() else ""):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(1)
+        top = subprocess.run(["pgrep", "-o", "-u", builder.name, "-f", "python3 -m vmdebootstrap"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        os.kill(int(top[0]), signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted by SIGTERM" in stderr
+    assert subprocess.run(["pgrep", "-u", builder.name], check=False).returncode == 1
+    after = {p.name for p in Path(tempfile.gettempdir()).glob("vmdebootstrap-*")}
+    assert after == before
+    assert sorted(p.name for p in builder.work.iterdir() if p.name.startswith("killed")) == \
+        ["killed.log"]
