@@ -23,10 +23,9 @@ def test_the_largest_range_of_the_user_or_their_uid(tmp_path: Path) -> None:
 
 def test_the_map_puts_the_user_at_0_and_the_range_after(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import pwd
-    me = pwd.getpwuid(1000).pw_name if _uid_exists(1000) else "1000"
-    (tmp_path / "subuid").write_text(f"{me}:100000:200000\n")
-    (tmp_path / "subgid").write_text(f"{me}:500000:65536\n")
+    # Keyed by the numeric id, which matches whatever name uid 1000 has here.
+    (tmp_path / "subuid").write_text("1000:100000:200000\n")
+    (tmp_path / "subgid").write_text("1000:500000:65536\n")
     monkeypatch.setattr(userns.shutil, "which", lambda tool: f"/usr/bin/{tool}")
     monkeypatch.setattr(userns, "kernel_problem", lambda: None)
     ids, problems = userns.id_map(1000, 1000, tmp_path / "subuid", tmp_path / "subgid")
@@ -34,15 +33,6 @@ def test_the_map_puts_the_user_at_0_and_the_range_after(tmp_path: Path,
     # 65536 ids are enough (up to nobody, 65534): a larger range is not all mapped.
     assert ids.uid_args() == ["0", "1000", "1", "1", "100000", "65536"]
     assert ids.gid_args() == ["0", "1000", "1", "1", "500000", "65536"]
-
-
-def _uid_exists(uid: int) -> bool:
-    import pwd
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
 
 
 def test_every_missing_piece_is_named_with_its_fix(tmp_path: Path,
