@@ -297,7 +297,7 @@ def test_non_root_builds_as_root_of_a_namespace(
     monkeypatch.setattr(userns, "kernel_problem", lambda: None)
     entered: list[userns.IdMap] = []
 
-    def fake_enter(ids: userns.IdMap, body: Callable[[], int],
+    def fake_enter(ids: userns.IdMap, runner: object, body: Callable[[], int],
                    on_error: Callable[[BaseException], int]) -> int:
         entered.append(ids)
         return body()

@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "from %d, gids 1-%d from %d)", ids.subuid[1], ids.subuid[0],
                      ids.subgid[1], ids.subgid[0])
             return rootless.as_namespace_root(
-                ids, lambda: _build(plan, masker),
+                ids, SubprocessRunner(masker), lambda: _build(plan, masker),
                 lambda exc: _failed(exc, plan))
         return _build(plan, masker)
     except BaseException as exc:

@@ -54,10 +54,9 @@ def problems(plan: Plan) -> list[str]:
 
 def id_map_for(plan: Plan) -> IdMap:
     """The id map for a build without root, or a UsageError naming each fix."""
-    problems = output_problems(plan)
     ids, host_problems = id_map()
-    problems += host_problems
-    if problems or ids is None:
+    found = output_problems(plan) + host_problems
+    if found or ids is None:
         raise UsageError(["vmdebootstrap runs without root inside a user namespace, "
-                          "and this build cannot:", *(f"  {p}" for p in problems)])
+                          "and this build cannot:", *(f"  {p}" for p in found)])
     return ids

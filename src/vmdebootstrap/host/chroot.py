@@ -38,7 +38,8 @@ def chroot_mounts(runner: Runner, root: Path) -> Iterator[Path]:
 
     The root's own /dev (device nodes made by the bootstrap tool) is used
     as it is: the host's /dev is never bind-mounted, so nothing in the
-    build can delete host device nodes.
+    build can delete host device nodes.  Without root, where the bootstrap
+    could make none, single host nodes are bound onto files for the while.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(mounted(runner, "proc", root / "proc", "proc"))

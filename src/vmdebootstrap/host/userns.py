@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmdebootstrap.errors import VmdebootstrapError
+from vmdebootstrap.host.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -142,10 +142,12 @@ def id_map(uid: int | None = None, gid: int | None = None, subuid: Path | None =
     if missing:
         problems.append(f"{' and '.join(missing)} not found: as root, run "
                         "`apt-get install uidmap`")
-    ranges = {}
+    ranges: dict[Path, tuple[int, int]] = {}
     for path in (subuid, subgid):
         found = subordinate_range(path, name, uid)
-        if found is None or found[1] < NEEDED_IDS - 1:
+        if found is not None and found[1] >= NEEDED_IDS - 1:
+            ranges[path] = found
+        else:
             have = f"only {found[1]} ids" if found else "no range"
             problems.append(
                 f"{path} has {have} for {name}: a build without root needs "
@@ -153,14 +155,13 @@ def id_map(uid: int | None = None, gid: int | None = None, subuid: Path | None =
                 f"100000-165535 --add-subgids 100000-165535 {name}` (or add the line "
                 f"`{name}:100000:65536` to /etc/subuid and /etc/subgid; pick a range "
                 "no other user has)")
-        ranges[path] = found
     kernel = kernel_problem()
     if kernel:
         problems.append(kernel)
     if problems:
         return None, problems
-    first_u, count_u = ranges[subuid]  # type: ignore[misc]
-    first_g, count_g = ranges[subgid]  # type: ignore[misc]
+    first_u, count_u = ranges[subuid]
+    first_g, count_g = ranges[subgid]
     return IdMap(uid, gid, (first_u, min(count_u, NEEDED_IDS)),
                  (first_g, min(count_g, NEEDED_IDS))), []
 
@@ -174,7 +175,7 @@ def _unshare(flags: int) -> None:
             f"{kernel_problem() or 'is this a container that forbids unshare(2)?'}")
 
 
-def as_namespace_root(ids: IdMap, body: Callable[[], int],
+def as_namespace_root(ids: IdMap, runner: Runner, body: Callable[[], int],
                       on_error: Callable[[BaseException], int]) -> int:
     """Run ``body`` as root of a new user, mount and PID namespace; its
     exit code.  ``on_error`` reports what failed before ``body`` ran."""
@@ -186,34 +187,32 @@ def as_namespace_root(ids: IdMap, body: Callable[[], int],
     if pid == 0:
         os.close(ready_r)
         os.close(go_w)
-        _exit(lambda: _child(ids, body, on_error, ready_w, go_r), on_error)
+        _exit(lambda: _child(runner, body, on_error, ready_w, go_r), on_error)
     os.close(ready_w)
     os.close(go_r)
     with forwarded_signals(pid):
         try:
             if os.read(ready_r, 1) == b"u":
-                os.write(go_w, _map_ids(pid, ids).encode() or b"ok")
+                os.write(go_w, _map_ids(runner, pid, ids).encode() or b"ok")
         finally:
             os.close(ready_r)
             os.close(go_w)
         return _wait(pid)
 
 
-def _map_ids(pid: int, ids: IdMap) -> str:
+def _map_ids(runner: Runner, pid: int, ids: IdMap) -> str:
     """Write the child's maps; an error message, or '' when done."""
     for tool, args in (("newuidmap", ids.uid_args()), ("newgidmap", ids.gid_args())):
-        argv = [tool, str(pid), *args]
-        log.debug("+ %s", " ".join(argv))
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        result = runner.run([tool, str(pid), *args], check=False, label=tool)
         if result.returncode != 0:
-            return (f"{tool} failed: {result.stderr.strip() or result.returncode}; "
+            return (f"{tool} failed: {' '.join(result.tail) or result.returncode}; "
                     "check the ranges in /etc/subuid and /etc/subgid and that "
                     f"{tool} is setuid root (the uidmap package)")
     return ""
 
 
-def _child(ids: IdMap, body: Callable[[], int], on_error: Callable[[BaseException], int],
-           ready_w: int, go_r: int) -> int:
+def _child(runner: Runner, body: Callable[[], int],
+           on_error: Callable[[BaseException], int], ready_w: int, go_r: int) -> int:
     _unshare(CLONE_NEWUSER)
     os.write(ready_w, b"u")
     os.close(ready_w)
@@ -227,23 +226,23 @@ def _child(ids: IdMap, body: Callable[[], int], on_error: Callable[[BaseExceptio
     _unshare(CLONE_NEWNS | CLONE_NEWPID)
     pid = os.fork()
     if pid == 0:
-        _exit(lambda: _pid1(body), on_error)
+        _exit(lambda: _pid1(runner, body), on_error)
     with forwarded_signals(pid):
         return _wait(pid)
 
 
-def _pid1(body: Callable[[], int]) -> int:
+def _pid1(runner: Runner, body: Callable[[], int]) -> int:
     """First process of the PID namespace: mounts stay in this namespace,
     and /proc shows this namespace (the build kills what it started in the
     root by the PIDs it reads there)."""
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
-    with _binfmt_kept():
-        subprocess.run(["mount", "-t", "proc", "proc", "/proc"], check=True)
+    runner.run(["mount", "--make-rprivate", "/"], what="making the namespace's mounts private")
+    with _binfmt_kept(runner):
+        runner.run(["mount", "-t", "proc", "proc", "/proc"], what="mounting the namespace's /proc")
     return body()
 
 
 @contextlib.contextmanager
-def _binfmt_kept() -> Iterator[None]:
+def _binfmt_kept(runner: Runner) -> Iterator[None]:
     """The host's binfmt_misc stays at its place over the new /proc, for
     tools that read it.  Mounting binfmt_misc here instead would give this
     namespace its own empty instance, and foreign binaries would not run."""
@@ -252,17 +251,17 @@ def _binfmt_kept() -> Iterator[None]:
         return
     keep = tempfile.mkdtemp(prefix="vmdebootstrap-binfmt-")
     try:
-        subprocess.run(["mount", "--bind", BINFMT, keep], check=True)
+        runner.run(["mount", "--bind", BINFMT, keep], what="keeping binfmt_misc")
         yield
         # mount(8) moves it, then complains about a follow-up it may not do
         # here: whether the move happened is what counts.
-        moved = subprocess.run(["mount", "--move", keep, BINFMT], check=False,
-                               capture_output=True, text=True)
+        moved = runner.run(["mount", "--move", keep, BINFMT], check=False, label="mount")
         if not os.path.ismount(BINFMT):
             log.warning("binfmt_misc is not visible in the build's namespace: %s",
-                        moved.stderr.strip())
+                        " ".join(moved.tail))
     finally:
-        subprocess.run(["umount", "--lazy", keep], check=False, capture_output=True)
+        if os.path.ismount(keep):
+            runner.run(["umount", "--lazy", keep], check=False, label="umount")
         with contextlib.suppress(OSError):
             os.rmdir(keep)
 
