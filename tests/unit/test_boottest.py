@@ -770,8 +770,9 @@ def test_qemu_argv_uefi_sb() -> None:
 def test_default_firmwares_add_secure_boot_for_a_signed_iso() -> None:
     assert media.default_firmwares("iso", "amd64", b"", signed=True) == [
         "bios", "uefi", "uefi-sb"]
-    # no Secure Boot firmware for arm64 in the table yet
-    assert media.default_firmwares("iso", "arm64", b"", signed=True) == ["uefi"]
+    # AAVMF with Microsoft's keys enforces Secure Boot on arm64 guests
+    assert media.default_firmwares("iso", "arm64", b"", signed=True) == ["uefi", "uefi-sb"]
+    assert media.default_firmwares("iso", "arm64", b"", signed=False) == ["uefi"]
     assert media.default_firmwares("raw", "amd64", b"", signed=True) == ["bios"]
 
 
@@ -943,7 +944,7 @@ def test_firmware_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(bt, "boot_test", fake_boot_test)
     monkeypatch.setattr(bt, "efi_loader_signed", lambda *a: True)
     assert bt.main([str(image), "--firmware", "all"]) == 0
-    assert seen == ["bios", "uefi", "uefi-sb"]
+    assert seen == ["bios", "uefi", "uefi-sb", "uefi32"]  # all an amd64 guest boots under
     assert "uefi-sb: the guest reports Secure Boot enabled" in capsys.readouterr().out
     seen.clear()
     assert bt.main([str(image)]) == 0  # a signed ISO: uefi-sb too, by default

@@ -194,7 +194,15 @@ def test_missing_firmware_for_each_boot_asked(tmp_path: Path, monkeypatch: pytes
         "no UEFI firmware for amd64 (/usr/share/OVMF/OVMF_CODE_4M.fd with "
         "/usr/share/OVMF/OVMF_VARS_4M.fd): install the ovmf package",
         "no UEFI firmware with Secure Boot for amd64 (/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
-        " with /usr/share/OVMF/OVMF_VARS_4M.ms.fd): install the ovmf package"]
+        " with /usr/share/OVMF/OVMF_VARS_4M.ms.fd): install the ovmf package",
+        "no 32-bit UEFI firmware for amd64 (/usr/share/OVMF/OVMF32_CODE_4M.secboot.fd with "
+        "/usr/share/OVMF/OVMF32_VARS_4M.fd): install the ovmf-ia32 package"]
+    assert refusal([str(image), "--arch", "arm64", "--firmware", "all"], capsys) == [
+        "qemu-system-aarch64 is not installed: install the qemu-system-arm package",
+        "no UEFI firmware for arm64 (/usr/share/AAVMF/AAVMF_CODE.fd with "
+        "/usr/share/AAVMF/AAVMF_VARS.fd): install the qemu-efi-aarch64 package",
+        "no UEFI firmware with Secure Boot for arm64 (/usr/share/AAVMF/AAVMF_CODE.ms.fd with "
+        "/usr/share/AAVMF/AAVMF_VARS.ms.fd): install the qemu-efi-aarch64 package"]
     assert refusal([str(image), "--arch", "i386", "--firmware", "uefi"], capsys)[1].endswith(
         "install the ovmf-ia32 package")
     assert refusal([str(image), "--arch", "arm64", "--firmware", "bios"], capsys)[1] == (

@@ -85,13 +85,19 @@ def test_each_problem_once_emulator_first() -> None:
 def test_what_cannot_be_booted_at_all() -> None:
     assert qemu.missing_boot_tools("arm64", ["bios"], which=everything, exists=lambda f: True) == [
         "arm64 boots only with UEFI firmware, not bios"]
-    assert qemu.missing_boot_tools("arm64", ["uefi-sb"], which=everything,
+    assert qemu.missing_boot_tools("armhf", ["uefi-sb"], which=everything,
                                    exists=lambda f: True) == [
-        "there is no UEFI firmware with Secure Boot for arm64 guests"]
+        "there is no UEFI firmware with Secure Boot for armhf guests"]
+    assert qemu.missing_boot_tools("arm64", ["uefi32"], which=everything,
+                                   exists=lambda f: True) == [
+        "there is no 32-bit UEFI firmware for arm64 guests"]
+    assert qemu.missing_boot_tools("i386", ["uefi32"], which=everything,
+                                   exists=lambda f: True) == [
+        "there is no 32-bit UEFI firmware for i386 guests (its uefi is 32-bit)"]
     assert qemu.missing_boot_tools("armel", ["uefi"]) == [
         "the boot test cannot boot armel guests, only amd64, i386, arm64, armhf"]
     assert qemu.missing_boot_tools("amd64", ["coreboot"], which=everything) == [
-        "firmware must be one of bios, uefi, uefi-sb, not 'coreboot'"]
+        "firmware must be one of bios, uefi, uefi-sb, uefi32, not 'coreboot'"]
 
 
 def test_defaults_look_at_the_host(monkeypatch: pytest.MonkeyPatch) -> None:

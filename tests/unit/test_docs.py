@@ -178,7 +178,7 @@ def test_completes_choices() -> None:
     assert complete("vmdebootstrap", "--roottype", "=", "b") == ["btrfs"]
     assert complete("vmdebootstrap", "--log-level", "c") == ["critical"]
     assert "arm64" in complete("vmdebootstrap", "--arch", "")
-    assert complete("vmdebootstrap-boottest", "--firmware", "uefi") == ["uefi", "uefi-sb"]
+    assert complete("vmdebootstrap-boottest", "--firmware", "uefi") == ["uefi", "uefi-sb", "uefi32"]
 
 
 def test_completes_distributions() -> None:

@@ -67,7 +67,7 @@ def test_build_iso_refuses_bad_input_before_writing(tmp_path: Path) -> None:
 
 
 def test_missing_requirements_names_packages(tmp_path: Path) -> None:
-    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", installer=True, mirror="http://m")
+    spec = iso.IsoSpec(arch="amd64", distribution="bookworm", installer=True)
     missing = iso.missing_requirements(spec, grub_lib=tmp_path, isolinux_dir=tmp_path,
                                        bios_modules=tmp_path, which=lambda _n: None)
     text = " ".join(missing)
@@ -75,7 +75,28 @@ def test_missing_requirements_names_packages(tmp_path: Path) -> None:
                 "syslinux-common", "gpgv", "dpkg-deb (dpkg)"):
         assert pkg in text
     assert "grub-efi-ia32-bin" not in text  # optional for amd64
-    assert "apt-get" not in text  # only Secure Boot fetches with apt
+    assert "apt-get" not in text  # no mirror: nothing is fetched with apt
+    assert "grub-mkimage" not in text  # no modules to build an image of
+
+
+def test_grub_the_host_lacks_comes_from_the_mirror(tmp_path: Path) -> None:
+    """arm64's grub-efi-arm64-bin exists only for arm64: with a mirror the
+    ISO takes Debian's CD grub from it, so the host needs apt, not the package."""
+    def missing(arch: str, grub_lib: Path, mirror: str | None = "http://m") -> list[str]:
+        return iso.missing_requirements(iso.IsoSpec(arch=arch, distribution="bookworm",
+                                                     mirror=mirror),
+                                        grub_lib=grub_lib, isolinux_dir=tmp_path,
+                                        bios_modules=tmp_path, which=lambda _n: None)
+    arm64 = missing("arm64", tmp_path)
+    assert "apt-get (apt)" in arm64 and "dpkg-deb (dpkg)" in arm64
+    assert not any("grub" in m or "isolinux" in m for m in arm64), arm64
+    assert any("grub-efi-arm64-bin" in m for m in missing("arm64", tmp_path, mirror=None))
+    host = tmp_path / "grub"
+    for fmt in ("x86_64-efi", "i386-efi"):
+        (host / fmt).mkdir(parents=True)
+        (host / fmt / "linux.mod").write_bytes(b"")
+    amd64 = missing("amd64", host)
+    assert "grub-mkimage (grub-common)" in amd64 and "apt-get (apt)" not in amd64
     signed = iso.missing_requirements(
         iso.IsoSpec(arch="amd64", distribution="bookworm", secure_boot=True, mirror="http://m"),
         grub_lib=tmp_path, isolinux_dir=tmp_path, bios_modules=tmp_path, which=lambda _n: None)
@@ -87,7 +108,7 @@ def test_secure_boot_spec_needs_a_signed_arch_and_a_mirror() -> None:
                                          secure_boot=True, mirror="http://m")) == []
     assert iso.validate_spec(iso.IsoSpec(arch="i386", distribution="bookworm",
                                          secure_boot=True, mirror="http://m")) == [
-        "Secure Boot ISOs are not supported for i386 (only amd64)"]
+        "Secure Boot ISOs are not supported for i386 (only amd64, arm64)"]
     assert iso.validate_spec(iso.IsoSpec(arch="amd64", distribution="bookworm",
                                          secure_boot=True)) == [
         "Secure Boot needs a mirror to fetch the signed boot loaders from"]

@@ -75,7 +75,7 @@ def test_nothing_checked_without_boot_test() -> None:
     ("image", "amd64", False, False, ["bios"]),
     ("image", "amd64", True, True, ["uefi", "uefi-sb"]),
     ("image", "i386", True, False, ["uefi"]),
-    ("image", "arm64", True, True, ["uefi"]),  # no Secure Boot firmware for arm64 guests
+    ("image", "arm64", True, True, ["uefi", "uefi-sb"]),  # AAVMF with Microsoft's keys
 ])
 def test_boot_firmwares(output: str, arch: str, uefi: bool, signed: bool,
                         firmwares: list[str]) -> None:

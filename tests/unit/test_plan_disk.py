@@ -125,8 +125,12 @@ def test_no_layout_for_an_unknown_arch() -> None:
 
 def test_boot_packages() -> None:
     assert boot_packages(Settings(), "amd64", "image") == ["grub-pc", "e2fsprogs"]
-    assert boot_packages(Settings(use_uefi=True, bootsize=256 * MiB, boottype="vfat"),
+    assert boot_packages(Settings(use_uefi=True, bootsize=256 * MiB, boottype="vfat",
+                                  secure_boot=False),
                          "arm64", "image") == ["grub-efi-arm64", "e2fsprogs", "dosfstools"]
+    assert boot_packages(Settings(use_uefi=True), "arm64", "image", "bookworm") == [
+        "grub-efi-arm64", "e2fsprogs", "dosfstools",
+        "shim-signed", "shim-helpers-arm64-signed", "grub-efi-arm64-signed"]
     # Secure Boot (on by default) where Debian signs the chain, and from buster on
     signed = ["shim-signed", "shim-helpers-amd64-signed", "grub-efi-amd64-signed"]
     assert boot_packages(Settings(use_uefi=True), "amd64", "image", "bookworm") == [

@@ -68,6 +68,7 @@ from vmdebootstrap.boot.qemu import (
     BootTestRefused,
     boot_plan,
     choose_accel,
+    guest_firmwares,
     missing_boot_tools,
     qemu_argv,
     qemu_running,
@@ -274,7 +275,7 @@ def _firmwares(choice: str | None, media: str, arch: str, header: bytes,
     if choice == "both":
         return ["bios", "uefi"]
     if choice == "all":
-        return list(FIRMWARES)
+        return guest_firmwares(arch)
     return default_firmwares(media, arch, header, signed=signed())
 
 

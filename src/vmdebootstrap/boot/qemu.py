@@ -40,6 +40,10 @@ class Firmware:
     combined writable image."""
     files: tuple[tuple[str, str | None], ...]
     package: str
+    # OVMF built with Secure Boot support keeps its variables where only SMM
+    # code can write them, so that a booted OS cannot change the keys: the
+    # machine needs SMM and a secure flash (q35).
+    smm: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,25 @@ class Guest:
     serial: str
     uefi: Firmware
     bios: bool = False
-    # Secure Boot: OVMF built to enforce it (it then needs SMM and a secure
-    # flash) with a variable store that has Microsoft's keys enrolled, as a
-    # PC sold with Windows has; Debian's ovmf ships both.
+    # Secure Boot: firmware built to enforce it with a variable store that
+    # has Microsoft's keys enrolled, as a PC sold with Windows has; Debian's
+    # ovmf and qemu-efi-aarch64 ship both.
     uefi_sb: Firmware | None = None
+    # 32-bit UEFI starting a 64-bit system through bootia32.efi, as on the
+    # cheap x86 tablets Debian's amd64 ISOs boot.
+    uefi32: Firmware | None = None
+    # -cpu under TCG: every feature, but the pointer authentication that an
+    # arm64 kernel uses everywhere computed with QEMU's cheap hash instead of
+    # QARMA (the guest cannot tell; its boot takes far less time).
+    tcg_cpu: str = "max"
 
 
 _OVMF = "/usr/share/OVMF/"
 _AAVMF = "/usr/share/AAVMF/"
+# Debian's ovmf-ia32 has only the build with Secure Boot support (its
+# variable store has no keys enrolled, so nothing is enforced).
+_OVMF32 = Firmware(((_OVMF + "OVMF32_CODE_4M.secboot.fd", _OVMF + "OVMF32_VARS_4M.fd"),),
+                   "ovmf-ia32", smm=True)
 # The one table of what each guest architecture needs; the dicts below are views of it.
 GUESTS: dict[str, Guest] = {
     "amd64": Guest(
@@ -72,15 +87,17 @@ GUESTS: dict[str, Guest] = {
                        ("/usr/share/ovmf/OVMF.fd", None)), "ovmf"),
         uefi_sb=Firmware(((_OVMF + "OVMF_CODE_4M.secboot.fd", _OVMF + "OVMF_VARS_4M.ms.fd"),
                           (_OVMF + "OVMF_CODE.secboot.fd", _OVMF + "OVMF_VARS.ms.fd")),
-                         "ovmf")),
+                         "ovmf", smm=True),
+        uefi32=_OVMF32),
     "i386": Guest(
-        "qemu-system-i386", "qemu-system-x86", "q35", "ttyS0", bios=True,
-        uefi=Firmware(((_OVMF + "OVMF32_CODE_4M.secboot.fd", _OVMF + "OVMF32_VARS_4M.fd"),),
-                      "ovmf-ia32")),
+        "qemu-system-i386", "qemu-system-x86", "q35", "ttyS0", bios=True, uefi=_OVMF32),
     "arm64": Guest(
         "qemu-system-aarch64", "qemu-system-arm", "virt", "ttyAMA0",
         uefi=Firmware(((_AAVMF + "AAVMF_CODE.fd", _AAVMF + "AAVMF_VARS.fd"),),
-                      "qemu-efi-aarch64")),
+                      "qemu-efi-aarch64"),
+        uefi_sb=Firmware(((_AAVMF + "AAVMF_CODE.ms.fd", _AAVMF + "AAVMF_VARS.ms.fd"),),
+                         "qemu-efi-aarch64"),
+        tcg_cpu="max,pauth-impdef=on"),
     "armhf": Guest(
         "qemu-system-arm", "qemu-system-arm", "virt", "ttyAMA0",
         uefi=Firmware(((_AAVMF + "AAVMF32_CODE.fd", _AAVMF + "AAVMF32_VARS.fd"),),
@@ -90,8 +107,11 @@ QEMU_BINARIES = {arch: g.qemu for arch, g in GUESTS.items()}
 SERIAL_CONSOLES = {arch: g.serial for arch, g in GUESTS.items()}
 UEFI_FIRMWARE = {arch: list(g.uefi.files) for arch, g in GUESTS.items()}
 UEFI_SB_FIRMWARE = {arch: list(g.uefi_sb.files) for arch, g in GUESTS.items() if g.uefi_sb}
-# What --firmware boots with; uefi-sb is UEFI with Secure Boot enforced.
-FIRMWARES = ("bios", "uefi", "uefi-sb")
+# What --firmware boots with; uefi-sb is UEFI with Secure Boot enforced,
+# uefi32 a 32-bit UEFI booting a 64-bit guest.
+FIRMWARES = ("bios", "uefi", "uefi-sb", "uefi32")
+_FIRMWARE_WORDS = {"uefi": "UEFI firmware", "uefi-sb": "UEFI firmware with Secure Boot",
+                   "uefi32": "32-bit UEFI firmware"}
 # Seconds QEMU has to exit after SIGTERM before its process group gets SIGKILL.
 KILL_GRACE = 5.0
 
@@ -117,11 +137,28 @@ def serial_console(arch: str) -> str:
 
 # ---- the command line -----------------------------------------------------------------
 
+def guest_firmware(arch: str, firmware: str) -> Firmware | None:
+    """The UEFI firmware ``firmware`` (uefi|uefi-sb|uefi32) is for ``arch``."""
+    guest = GUESTS.get(arch)
+    if guest is None:
+        return None
+    return {"uefi": guest.uefi, "uefi-sb": guest.uefi_sb, "uefi32": guest.uefi32}.get(firmware)
+
+
+def guest_firmwares(arch: str) -> list[str]:
+    """Every firmware ``arch`` guests boot under (--firmware all), in FIRMWARES' order."""
+    guest = GUESTS.get(arch)
+    if guest is None:
+        return []
+    return [f for f in FIRMWARES if (guest.bios if f == "bios" else guest_firmware(arch, f))]
+
+
 def find_uefi_firmware(arch: str, exists: Callable[[str], bool] | None = None, *,
-                       secure_boot: bool = False) -> tuple[str, str | None] | None:
+                       secure_boot: bool = False, firmware: str | None = None
+                       ) -> tuple[str, str | None] | None:
     exists = exists or os.path.isfile
-    table = UEFI_SB_FIRMWARE if secure_boot else UEFI_FIRMWARE
-    for code, vars_ in table.get(arch, []):
+    fw = guest_firmware(arch, firmware or ("uefi-sb" if secure_boot else "uefi"))
+    for code, vars_ in fw.files if fw else ():
         if exists(code) and (vars_ is None or exists(vars_)):
             return code, vars_
     return None
@@ -139,15 +176,15 @@ def _firmware_problem(arch: str, firmware: str, exists: Callable[[str], bool]) -
         return None if guest.bios else f"{arch} boots only with UEFI firmware, not bios"
     if firmware not in FIRMWARES:
         return f"firmware must be one of {', '.join(FIRMWARES)}, not {firmware!r}"
-    secure = firmware == "uefi-sb"
-    fw = guest.uefi_sb if secure else guest.uefi
+    what = _FIRMWARE_WORDS[firmware]
+    fw = guest_firmware(arch, firmware)
     if fw is None:
-        return f"there is no UEFI firmware with Secure Boot for {arch} guests"
-    if find_uefi_firmware(arch, exists, secure_boot=secure) is not None:
+        hint = " (its uefi is 32-bit)" if firmware == "uefi32" and arch == "i386" else ""
+        return f"there is no {what} for {arch} guests{hint}"
+    if find_uefi_firmware(arch, exists, firmware=firmware) is not None:
         return None
     code, vars_ = fw.files[0]
     files = f"{code} with {vars_}" if vars_ else code
-    what = "UEFI firmware with Secure Boot" if secure else "UEFI firmware"
     return f"no {what} for {arch} ({files}): install the {fw.package} package"
 
 
@@ -181,7 +218,8 @@ def _drive_value(path: Path) -> str:
 def accel_args(arch: str, accel: str) -> list[str]:
     if accel == "kvm":
         return ["-accel", "kvm", "-cpu", "host"]
-    return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+    guest = GUESTS.get(arch)
+    return ["-accel", "tcg,thread=multi", "-cpu", guest.tcg_cpu if guest else "max"]
 
 
 @dataclass(frozen=True)
@@ -198,11 +236,14 @@ class QemuPlan:
     extra: tuple[str, ...] = ()
 
 
+def _needs_smm(plan: QemuPlan) -> bool:
+    fw = guest_firmware(plan.arch, plan.firmware)
+    return fw is not None and fw.smm and GUESTS[plan.arch].machine == "q35"
+
+
 def _machine(plan: QemuPlan) -> str:
     machine = GUESTS[plan.arch].machine
-    # OVMF enforcing Secure Boot keeps its variables where only SMM code can
-    # write them, so that a booted OS cannot change the keys.
-    return f"{machine},smm=on" if plan.firmware == "uefi-sb" and machine == "q35" else machine
+    return f"{machine},smm=on" if _needs_smm(plan) else machine
 
 
 def _firmware_args(plan: QemuPlan) -> list[str]:
@@ -219,7 +260,7 @@ def _firmware_args(plan: QemuPlan) -> list[str]:
     if plan.uefi_code is None:
         return ["-drive", f"if=pflash,format=raw,unit=0,file={vars_file}"]
     secure = (["-global", "driver=cfi.pflash01,property=secure,value=on"]
-              if plan.firmware == "uefi-sb" and GUESTS[plan.arch].machine == "q35" else [])
+              if _needs_smm(plan) else [])
     return [*secure, "-drive", f"if=pflash,format=raw,unit=0,readonly=on,"
             f"file={_drive_value(Path(plan.uefi_code))}",
             "-drive", f"if=pflash,format=raw,unit=1,file={vars_file}"]
@@ -250,13 +291,15 @@ def qemu_argv(plan: QemuPlan) -> list[str]:
     return argv + _firmware_args(plan) + _media_args(plan) + list(plan.extra)
 
 
-def uefi_vars_copy(arch: str, directory: Path, *, secure_boot: bool = False
-                   ) -> tuple[str | None, Path]:
+def uefi_vars_copy(arch: str, directory: Path, *, secure_boot: bool = False,
+                   firmware: str | None = None) -> tuple[str | None, Path]:
     """(code to map read-only or None, writable copy of the variable store in
-    ``directory``) for booting ``arch`` with UEFI, Secure Boot or not."""
-    fw = find_uefi_firmware(arch, secure_boot=secure_boot)
+    ``directory``) for booting ``arch`` with UEFI, Secure Boot or not
+    (``firmware`` names uefi, uefi-sb or uefi32)."""
+    firmware = firmware or ("uefi-sb" if secure_boot else "uefi")
+    fw = find_uefi_firmware(arch, firmware=firmware)
     if fw is None:
-        problem = _firmware_problem(arch, "uefi-sb" if secure_boot else "uefi", os.path.isfile)
+        problem = _firmware_problem(arch, firmware, os.path.isfile)
         raise BootTestError(problem or f"no UEFI firmware for {arch}")
     vars_copy = directory / "efivars.fd"
     shutil.copyfile(fw[1] or fw[0], vars_copy)
@@ -271,7 +314,7 @@ def boot_plan(*, arch: str, firmware: str, accel: str, media: str, image: Path,
                     image=image.resolve(), memory=memory)
     if firmware == "bios":
         return plan
-    code, vars_copy = uefi_vars_copy(arch, scratch, secure_boot=firmware == "uefi-sb")
+    code, vars_copy = uefi_vars_copy(arch, scratch, firmware=firmware)
     return dataclasses.replace(plan, uefi_code=code, uefi_vars=vars_copy)
 
 

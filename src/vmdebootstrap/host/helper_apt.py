@@ -114,6 +114,7 @@ class HelperApt:
 
     def __init__(self, runner: Runner, root: Path, arch: str, archive: Archive) -> None:
         self.runner, self.root, self.arch, self.archive = runner, root, arch, archive
+        self.updated = False
 
     def prepare(self) -> None:
         """Write the configuration, the sources and the empty state apt expects."""
@@ -135,9 +136,13 @@ class HelperApt:
                 shutil.copyfile(key, root / "etc/apt/trusted.gpg.d" / _trusted_name(key))
 
     def update(self) -> None:
+        """Fetch the indexes (once: the ISO's loaders share one helper apt)."""
+        if self.updated:
+            return
         self.prepare()
         self.runner.run(apt_get_argv("update"), env=apt_env(self.root), label="apt",
                         what=f"apt-get update for {self.arch} from the build's mirror failed")
+        self.updated = True
 
     def download(self, packages: Sequence[str], dest: Path) -> list[str]:
         """Download ``packages`` (checked against the signed indexes) into

@@ -2,23 +2,32 @@
 points at (boot/grub/efi.img, also the EFI system partition of the ISO
 written raw to a disk).
 
-The loaders are GRUB images built here with grub-mkimage, or, with Secure
-Boot, Debian's signed shim and grub (vmdebootstrap.outputs.signed) in place
-of the image they stand for.  Both read /boot/grub/grub.cfg of the ISO.
+The loaders are GRUB images built here with grub-mkimage from the host's
+modules; where the host has none for a platform (arm64-efi on an amd64
+host: grub-efi-arm64-bin exists only for arm64), Debian's own monolithic
+CD grub from the target suite's package, fetched through the helper apt
+and never run; with Secure Boot, Debian's signed shim and grub
+(vmdebootstrap.outputs.signed) in place of the image they stand for.  All
+of them read /boot/grub/grub.cfg of the ISO.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmdebootstrap.errors import BuildError
+from vmdebootstrap.host.helper_apt import HelperApt
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
-from vmdebootstrap.outputs.signed import fetch_signed_boot
+from vmdebootstrap.outputs.signed import archive_of, fetch_signed_boot
+
+log = logging.getLogger("vmdebootstrap.outputs.efiboot")
 
 GRUB_LIB = Path("/usr/lib/grub")
 EFI_PREFIX = "/EFI/boot"
@@ -37,8 +46,20 @@ GRUB_MODULES = (
 class EfiTarget:
     grub_format: str
     efi_name: str
-    package: str
+    package: str  # the modules, and Debian's monolithic images
     required: bool = True
+
+    @property
+    def cd_image(self) -> str:
+        """Debian's monolithic grub for CDs in ``package`` (gcdaa64.efi for
+        bootaa64.efi): its built-in config finds the medium by /.disk/info
+        and reads /boot/grub/grub.cfg there."""
+        name = "gcd" + self.efi_name.removeprefix("boot")
+        return f"usr/lib/grub/{self.grub_format}/monolithic/{name}"
+
+
+def host_has_modules(target: EfiTarget, grub_lib: Path = GRUB_LIB) -> bool:
+    return (grub_lib / target.grub_format / "linux.mod").is_file()
 
 
 def grub_modules(available: set[str]) -> list[str]:
@@ -87,25 +108,59 @@ def efi_boot_files(runner: Runner, spec: IsoSpec, targets: Sequence[EfiTarget], 
     """Write /EFI/boot under the ISO's ``root``; return its files by FAT path."""
     efi_dir = root / EFI_PREFIX.lstrip("/")
     efi_dir.mkdir(parents=True, exist_ok=True)
-    # Read by our GRUB images, and by the signed one only when it finds no
+    # Read by our GRUB images, and by Debian's only when they find no
     # /boot/grub/grub.cfg: both then look for this ISO's own marker.
     cfg = efi_dir / "grub.cfg"
     cfg.write_text(isomenu.efi_search_cfg(marker), encoding="utf-8")
     files = {"grub.cfg": cfg}
-    signed = fetch_signed_boot(runner, spec, scratch / "signed") if spec.secure_boot else None
+    apt = HelperApt(runner, scratch / "apt", spec.arch, archive_of(spec)) if spec.mirror else None
+    signed = fetch_signed_boot(runner, spec, scratch / "signed", apt) if spec.secure_boot \
+        else None
     for name, src in (signed or {}).items():
         shutil.copyfile(src, efi_dir / name)
         files[name] = efi_dir / name
     for target in targets:
-        moddir = GRUB_LIB / target.grub_format
-        if not moddir.is_dir() or target.efi_name in files:
-            continue  # an optional target not installed (required ones are checked), or shim's
+        if target.efi_name in files:
+            continue  # shim's
         image = efi_dir / target.efi_name
-        modules = grub_modules({p.stem for p in moddir.glob("*.mod")})
-        runner.run(grub_mkimage_argv(target.grub_format, image, modules),
-                   what=f"building the {target.grub_format} GRUB image")
+        if host_has_modules(target):
+            moddir = GRUB_LIB / target.grub_format
+            modules = grub_modules({p.stem for p in moddir.glob("*.mod")})
+            runner.run(grub_mkimage_argv(target.grub_format, image, modules),
+                       what=f"building the {target.grub_format} GRUB image")
+        elif apt is not None and (found := debian_cd_grub(apt, target, scratch)):
+            shutil.copyfile(found, image)
+        elif target.required:  # missing_requirements refuses this before the build
+            raise BuildError(f"no {target.grub_format} GRUB for the ISO: install "
+                             f"{target.package} or build from a mirror that has it")
+        else:
+            continue
         files[target.efi_name] = image
     return {f"{EFI_PREFIX.lstrip('/')}/{name}": path for name, path in files.items()}
+
+
+def debian_cd_grub(apt: HelperApt, target: EfiTarget, scratch: Path) -> Path | None:
+    """Debian's monolithic CD grub of ``target`` from the suite's package for
+    the ISO's architecture; None (said once) for an optional target the
+    suite lacks.  Nothing in it runs on the host."""
+    debs = scratch / f"grub-{target.grub_format}"
+    apt.update()
+    if apt.download([target.package], debs):
+        if target.required:
+            raise BuildError(f"{apt.archive.suite} on the build's mirror has no "
+                             f"{target.package} for {apt.arch}: the ISO has no "
+                             f"{target.grub_format} boot loader")
+        log.info("%s has no %s for %s: the ISO has no %s", apt.archive.suite, target.package,
+                 apt.arch, target.efi_name)
+        return None
+    unpacked = debs / "unpacked"
+    apt.unpack(sorted(debs.glob("*.deb")), unpacked)
+    image = unpacked / target.cd_image
+    if not image.is_file():
+        raise BuildError(f"{target.package} for {apt.arch} has no {target.cd_image} "
+                         "(has Debian's packaging changed?)")
+    log.info("UEFI %s: Debian's %s from %s", target.efi_name, image.name, target.package)
+    return image
 
 
 def make_efi_image(runner: Runner, image: Path, files: Mapping[str, Path],

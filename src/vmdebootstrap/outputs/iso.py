@@ -31,7 +31,13 @@ from vmdebootstrap.host.progress import phase
 from vmdebootstrap.host.run import Runner, signals_held
 from vmdebootstrap.intent.plan import IsoSpec
 from vmdebootstrap.outputs import isomenu
-from vmdebootstrap.outputs.efiboot import GRUB_LIB, EfiTarget, efi_boot_files, make_efi_image
+from vmdebootstrap.outputs.efiboot import (
+    GRUB_LIB,
+    EfiTarget,
+    efi_boot_files,
+    host_has_modules,
+    make_efi_image,
+)
 from vmdebootstrap.outputs.installer import stage_installer
 from vmdebootstrap.outputs.layered import FILES as LAYERED_FILES
 from vmdebootstrap.outputs.manifest import NAME as MANIFEST
@@ -122,23 +128,26 @@ def missing_requirements(spec: IsoSpec, *, grub_lib: Path = GRUB_LIB,
                          isolinux_dir: Path = ISOLINUX_DIR,
                          bios_modules: Path = SYSLINUX_BIOS_DIR,
                          which: Callable[[str], str | None] = shutil.which) -> list[str]:
-    """Host tools and files the build needs, as 'what (package)' strings."""
+    """Host tools and files the build needs, as 'what (package)' strings.
+    A UEFI platform whose GRUB modules the host lacks takes Debian's CD grub
+    from the build's mirror instead (efiboot.debian_cd_grub)."""
     missing = [f"{tool} ({pkg})" for tool, pkg in (
         ("xorriso", "xorriso"), ("mkfs.vfat", "dosfstools"), ("mmd", "mtools"),
-        ("mcopy", "mtools"), ("grub-mkimage", "grub-common"),
+        ("mcopy", "mtools"),
     ) if which(tool) is None]
+    info = ARCHES.get(spec.arch)
+    efi = info.efi if info else ()
+    fetched = [t for t in efi if not host_has_modules(t, grub_lib)]
     tools = [("gpgv", "gpgv"), ("dpkg-deb", "dpkg")] if spec.installer else []
-    if spec.secure_boot:
+    if spec.secure_boot or (spec.mirror and fetched):
         tools += [("apt-get", "apt"), ("dpkg-deb", "dpkg")]
+    if len(fetched) < len(efi):
+        tools.append(("grub-mkimage", "grub-common"))
     missing += [f"{tool} ({pkg})" for tool, pkg in dict(tools).items()
                 if which(tool) is None]
-    info = ARCHES.get(spec.arch)
-    if info is None:
-        return missing
-    for target in info.efi:
-        if target.required and not (grub_lib / target.grub_format / "linux.mod").is_file():
-            missing.append(f"{grub_lib / target.grub_format} ({target.package})")
-    if info.bios:
+    if not spec.mirror:
+        missing += [f"{grub_lib / t.grub_format} ({t.package})" for t in fetched if t.required]
+    if info is not None and info.bios:
         for path, pkg in ((isolinux_dir / "isolinux.bin", "isolinux"),
                           (isolinux_dir / "isohdpfx.bin", "isolinux"),
                           (bios_modules / "ldlinux.c32", "syslinux-common")):

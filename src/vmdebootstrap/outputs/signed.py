@@ -1,8 +1,9 @@
 """Debian's signed boot chain, for booting the ISO with Secure Boot.
 
 Firmware with Microsoft's keys enrolled starts only loaders they sign: the
-removable-media loader (/EFI/boot/bootx64.efi on amd64) is Debian's shim,
-signed by Microsoft.  Shim starts grubx64.efi from its own directory,
+removable-media loader (/EFI/boot/bootx64.efi on amd64, bootaa64.efi on
+arm64) is Debian's shim, signed by Microsoft.  Shim starts grubx64.efi
+(grubaa64.efi) from its own directory,
 checked against Debian's key built into shim, and offers MokManager
 (mmx64.efi) for enrolling keys of one's own.  The grub is Debian's signed
 one for CDs (gcdx64.efi): monolithic, its modules built in, with an
@@ -48,6 +49,13 @@ SIGNED_BOOT: Mapping[str, SignedBoot] = {
         files=(("usr/lib/shim/shimx64.efi.signed", "bootx64.efi"),
                ("usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed", "grubx64.efi"),
                ("usr/lib/shim/mmx64.efi.signed", "mmx64.efi"))),
+    # The same chain for arm64 machines (servers with UEFI, SystemReady
+    # boards, QEMU's virt with AAVMF): shim signed by Microsoft's UEFI CA.
+    "arm64": SignedBoot(
+        packages=("shim-signed", "shim-helpers-arm64-signed", "grub-efi-arm64-signed"),
+        files=(("usr/lib/shim/shimaa64.efi.signed", "bootaa64.efi"),
+               ("usr/lib/grub/arm64-efi-signed/gcdaa64.efi.signed", "grubaa64.efi"),
+               ("usr/lib/shim/mmaa64.efi.signed", "mmaa64.efi"))),
 }
 
 
@@ -64,11 +72,13 @@ def unsigned_reason(missing: list[str], spec: IsoSpec) -> str:
             "(--no-secure-boot skips this look-up)")
 
 
-def fetch_signed_boot(runner: Runner, spec: IsoSpec, scratch: Path) -> dict[str, Path] | None:
+def fetch_signed_boot(runner: Runner, spec: IsoSpec, scratch: Path,
+                      apt: HelperApt | None = None) -> dict[str, Path] | None:
     """The signed loaders for ``spec.arch``, as name in /EFI/boot -> file
-    under ``scratch``; None (after one warning) when the suite lacks them."""
+    under ``scratch``; None (after one warning) when the suite lacks them.
+    ``apt``: the ISO's helper apt, when it has one already."""
     boot = SIGNED_BOOT[spec.arch]
-    apt = HelperApt(runner, scratch / "apt", spec.arch, archive_of(spec))
+    apt = apt or HelperApt(runner, scratch / "apt", spec.arch, archive_of(spec))
     apt.update()
     debs = scratch / "debs"
     missing = apt.download(boot.packages, debs)
