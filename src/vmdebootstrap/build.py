@@ -159,8 +159,7 @@ def provide_root(ctx: Context, held: contextlib.ExitStack) -> None:
     plan, runner = ctx.plan, ctx.runner
     ctx.lower = tree = held.enter_context(cached_root(plan, runner, ctx.work, ctx.release))
     if tree is None:
-        with phase("bootstrap"):
-            bs.bootstrap(plan, runner, ctx.root)
+        bs.bootstrap(plan, runner, ctx.root)
         return
     with phase("cache-use"):
         problem = "a disk image holds its own files" if KINDS[plan.output].holds_root \

@@ -12,36 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vmdebootstrap.host.chroot import chroot_argv, chroot_env, chroot_mounts, daemons_blocked
+from vmdebootstrap.host.progress import phase
 from vmdebootstrap.host.run import CommandError, Runner
 from vmdebootstrap.intent.plan import Plan
+from vmdebootstrap.root import initramfs
 
 log = logging.getLogger("vmdebootstrap")
 
 APT_QUIET = ["-q", "-y", "-o", "Dpkg::Use-Pty=0", "-o", "APT::Color=0"]
-
-
-# The kernel's postinst makes its initramfs, then initramfs-tools' trigger
-# (live-boot and others activate it) makes it all over again: half a
-# minute each natively, many minutes under qemu-user.  While apt installs,
-# update-initramfs is diverted to a stand-in that does nothing (as
-# live-build does); once every package is set up, the real one makes each
-# kernel's initramfs once, with every hook in place.
-UPDATE_INITRAMFS = "/usr/sbin/update-initramfs"
-UPDATE_INITRAMFS_ASIDE = UPDATE_INITRAMFS + ".vmdebootstrap"
-
-
-def initramfs_once_hooks() -> list[str]:
-    real, aside = UPDATE_INITRAMFS, UPDATE_INITRAMFS_ASIDE
-    hold = (f'chroot "$1" dpkg-divert --quiet --local --divert {aside} --add {real} && '
-            f'printf "#!/bin/sh\\nexit 0\\n" > "$1{real}" && chmod 755 "$1{real}"')
-    make = (f'rm -f "$1{real}" && '
-            f'chroot "$1" dpkg-divert --quiet --local --rename --remove {real} && '
-            f'if [ -x "$1{real}" ]; then for m in "$1"/lib/modules/*; do '
-            '[ -d "$m" ] || continue; v=${m##*/}; '
-            '[ -e "$1/boot/vmlinuz-$v" ] || [ -e "$1/boot/vmlinux-$v" ] || continue; '
-            'if [ -e "$1/boot/initrd.img-$v" ]; then op=-u; else op=-c; fi; '
-            'chroot "$1" update-initramfs $op -k "$v" || exit 1; done; fi')
-    return [f"--essential-hook={hold}", f"--customize-hook={make}"]
 
 
 def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list[str]:
@@ -77,7 +55,7 @@ def mmdebstrap_argv(plan: Plan, target: Path, extra: Sequence[str] = ()) -> list
     # build, vmdebootstrap.root.configure.clean_apt): the hook's apt-get
     # update then finds them current instead of downloading them again.
     argv += ["--aptopt=Acquire::Retries 3", "--dpkgopt=force-unsafe-io",
-             "--skip=cleanup/apt/lists", *initramfs_once_hooks(), *extra]
+             "--skip=cleanup/apt/lists", initramfs.hold_hook(), *extra]
     argv += [plan.distribution, str(target), plan.mirror]
     return argv
 
@@ -99,12 +77,18 @@ def apt_install_argv(packages: list[str]) -> list[str]:
 
 
 def bootstrap(plan: Plan, runner: Runner, root: Path, extra: Sequence[str] = ()) -> None:
-    """``extra``: more mmdebstrap options (the package cache's hooks)."""
+    """``extra``: more mmdebstrap options (the package cache's hooks).
+    Logs the phases bootstrap and initramfs (made once, after apt: see
+    root.initramfs)."""
+    with phase("bootstrap"):
+        if plan.bootstrap_tool == "mmdebstrap":
+            runner.run(mmdebstrap_argv(plan, root, extra), label="mmdebstrap",
+                       what="bootstrapping with mmdebstrap failed")
+        else:
+            _debootstrap(plan, runner, root)
     if plan.bootstrap_tool == "mmdebstrap":
-        runner.run(mmdebstrap_argv(plan, root, extra), label="mmdebstrap",
-                   what="bootstrapping with mmdebstrap failed")
-    else:
-        _debootstrap(plan, runner, root)
+        with phase("initramfs"):
+            initramfs.make_initramfs(plan, runner, root)
     drop_host_copies(root)
 
 

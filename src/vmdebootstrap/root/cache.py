@@ -323,8 +323,7 @@ def bootstrap_for_cache(plan: Plan, runner: Runner, cache: Cache, root: Path,
     if plan.bootstrap_tool == "mmdebstrap":
         outbox.mkdir(exist_ok=True)
         extra = cache.mmdebstrap_args(plan.arch, outbox)
-    with phase("bootstrap"):
-        bootstrap(plan, runner, root, extra)
+    bootstrap(plan, runner, root, extra)
     if extra:
         added = cache.publish_debs(outbox)
         log.info("package cache: %d new packages stored in %s", added, cache.debs)

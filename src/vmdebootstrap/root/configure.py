@@ -14,6 +14,7 @@ from pathlib import Path
 from vmdebootstrap.host.chroot import chroot_argv, chroot_env
 from vmdebootstrap.host.run import Runner
 from vmdebootstrap.intent.plan import Plan
+from vmdebootstrap.root import initramfs
 
 log = logging.getLogger("vmdebootstrap")
 
@@ -255,8 +256,7 @@ def update_initramfs(plan: Plan, runner: Runner, root: Path) -> None:
         return
     if not (root / "usr/sbin/update-initramfs").exists():
         return
-    runner.run(chroot_argv(root, ["update-initramfs", "-u", "-k", "all"]), env=chroot_env(),
-               label="initramfs", what="updating the initramfs failed")
+    initramfs.update(plan, runner, root, ["-u", "-k", "all"])
 
 
 def needs_initramfs_update(plan: Plan) -> bool:
