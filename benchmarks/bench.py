@@ -76,12 +76,14 @@ class Bench:
     def ours(self, label: str, outputs: list[tuple[str, Path]], *, cache: Path | None,
              hook: Path | None = None, env: dict[str, str] | None = None,
              compression: str | None = cmd.COMPRESSION, layered: bool = False,
-             row: str | None = None) -> OursRun:
+             row: str | None = None, arch: str = cmd.ARCH,
+             extra: tuple[str, ...] = ()) -> OursRun:
         """Run our build; ``row``: the phase table's row its phases go to."""
         log = self.ws / "logs" / f"{label}.vmdebootstrap.log"
         rusage = self.ws / "logs" / f"{label}.rusage.json"
         args = cmd.ours_args(outputs, mirror=self.mirror, log=log, cache_dir=cache,
-                             hook=hook, compression=compression, layered=layered)
+                             hook=hook, compression=compression, layered=layered, arch=arch,
+                             extra=extra)
         extra = {**(env or {}), "VMDEB_BENCH_RUSAGE": str(rusage)}
         timing = self.runner.run(label, cmd.wrapped(self.python, args), env=extra,
                                  shown=[*(f"{k}={v}" for k, v in extra.items()),

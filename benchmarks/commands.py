@@ -44,14 +44,15 @@ runpy.run_module("vmdebootstrap", run_name="__main__", alter_sys=True)
 
 def ours_args(outputs: Sequence[tuple[str, Path]], *, mirror: str, log: Path,
               cache_dir: Path | None, compression: str | None = COMPRESSION,
-              hook: Path | None = None, layered: bool = False) -> list[str]:
+              hook: Path | None = None, layered: bool = False, arch: str = ARCH,
+              extra: Sequence[str] = ()) -> list[str]:
     """vmdebootstrap's arguments; ``outputs``: (kind, path) pairs such as
     ("squash", DIR) or ("iso", FILE); ``cache_dir`` None means --no-cache;
     ``compression`` None leaves vmdebootstrap's default (xz)."""
     args = ["--no-default-configs"]
     for kind, path in outputs:
         args += [f"--{kind}", str(path)]
-    args += ["--distribution", DISTRIBUTION, "--arch", ARCH, "--mirror", mirror,
+    args += ["--distribution", DISTRIBUTION, "--arch", arch, "--mirror", mirror,
              "--debootstrapopts", f"variant={VARIANT}"]
     for package in USER_PACKAGES:
         args += ["--package", package]
@@ -62,7 +63,7 @@ def ours_args(outputs: Sequence[tuple[str, Path]], *, mirror: str, log: Path,
     args += ["--cache-dir", str(cache_dir)] if cache_dir else ["--no-cache"]
     if hook:
         args += ["--customize", str(hook)]
-    return [*args, "--verbose", "--log", str(log)]
+    return [*args, *extra, "--verbose", "--log", str(log)]
 
 
 def wrapped(python: str, args: Sequence[str]) -> list[str]:

@@ -2,11 +2,12 @@
 and written raw to a disk, by logging in on the serial console and checking
 that sudo works and that --kernel-append reached the kernel; under UEFI
 enforcing Secure Boot (Microsoft's keys enrolled) the guest must report
-Secure Boot enabled, and an unsigned ISO must be refused by the firmware.
+Secure Boot enabled, and an unsigned ISO must be refused by the firmware;
+a 32-bit UEFI boots it through bootia32.efi.
 The installer entry is started from both menus, until d-i asks its first
 question.  A --layered ISO, built twice from the session's cached root with
 two hooks, boots with the second hook's change on top of the base squashfs
-made once.  Slow: nine QEMU boots (1.5 to 2.5 min each under TCG), two at a time, and
+made once.  Slow: ten QEMU boots (1 to 2.5 min each under TCG), two at a time, and
 a refused one (about 15 s).
 """
 
@@ -51,7 +52,7 @@ COMMAND = f"{default_command(USER)} && grep -o {KERNEL_APPEND} /proc/cmdline"
 # (media, firmware, password): the boots the tests below look at
 # The ISO written to a USB stick is booted as a stock PC would, Secure Boot on.
 BOOTS = [("iso", "bios", PASSWORD), ("iso", "uefi", PASSWORD), ("iso", "uefi-sb", PASSWORD),
-         ("raw", "bios", PASSWORD), ("raw", "uefi-sb", PASSWORD),
+         ("iso", "uefi32", PASSWORD), ("raw", "bios", PASSWORD), ("raw", "uefi-sb", PASSWORD),
          ("iso", "bios", "not-the-password"), ("layered", "bios", PASSWORD)]
 LAYER_MARK = "second-hook-was-here"
 
@@ -124,6 +125,8 @@ def boots(live_iso: Path, iso_on_disk: Path, layered: Layered) -> AllBoots:
         command = COMMAND
         if media == "layered":
             command += " && cat /etc/vmdbt-layer && command -v curl"
+        if firmware == "uefi32":
+            command += " && echo efi$(cat /sys/firmware/efi/fw_platform_size)"
         report = boot_test(image, firmware=firmware, arch="amd64", user=USER,
                            password=password, command=command, timeout=BOOT_TIMEOUT,
                            media="raw" if media == "raw" else "iso", accel="tcg")
@@ -215,6 +218,15 @@ def _check(report: BootReport) -> None:
 @pytest.mark.parametrize("firmware", ["bios", "uefi", "uefi-sb"])
 def test_iso_boots_as_cd(boots: AllBoots, firmware: str) -> None:
     _check(boots[0][("iso", firmware, PASSWORD)])
+
+
+def test_amd64_iso_boots_on_32_bit_uefi(boots: AllBoots) -> None:
+    """bootia32.efi beside bootx64.efi: 32-bit UEFI (OVMF32, as on cheap
+    tablets) starts grub-efi-ia32, which boots the 64-bit kernel (EFI mixed
+    mode); the guest's firmware is 32-bit."""
+    report = boots[0][("iso", "uefi32", PASSWORD)]
+    _check(report)
+    assert "efi32" in report.command_output.splitlines()
 
 
 @pytest.mark.parametrize("firmware", ["bios", "uefi-sb"])

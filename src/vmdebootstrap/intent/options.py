@@ -173,8 +173,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("preseed", S, "preseed file for the installer entries", metavar="FILE",
            group="output"),
     Option("secure-boot", B, "UEFI boots the ISO, or a --use-uefi image, through Debian's "
-           "signed shim and grub from the mirror, so it boots with Secure Boot on (amd64, "
-           "from buster, where the suite has them; --no-secure-boot: unsigned GRUB)",
+           "signed shim and grub from the mirror, so it boots with Secure Boot on (amd64 and "
+           "arm64, from buster, where the suite has them; --no-secure-boot: unsigned GRUB)",
            default=True, group="output"),
     Option("boot-test", B, "boot the output in QEMU after building it (and under UEFI with "
            "Secure Boot when the ISO is signed)", default=False, group="output"),
