@@ -21,7 +21,7 @@ import pytest
 from tests.fakes import RecordingRunner
 from vmdebootstrap.boot import boottest as bt
 from vmdebootstrap.boot import console as bc
-from vmdebootstrap.boot import media, qemu
+from vmdebootstrap.boot import guests, media, qemu
 from vmdebootstrap.host.binfmt import host_arch
 
 # ---- a fake guest on the serial console -------------------------------------------------
@@ -312,11 +312,11 @@ def test_default_firmwares() -> None:
 def test_find_uefi_firmware_prefers_split_4m() -> None:
     present = {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
                "/usr/share/ovmf/OVMF.fd"}
-    assert qemu.find_uefi_firmware("amd64", present.__contains__) == (
+    assert guests.find_uefi_firmware("amd64", present.__contains__) == (
         "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd")
-    assert qemu.find_uefi_firmware("amd64", {"/usr/share/ovmf/OVMF.fd"}.__contains__) == (
+    assert guests.find_uefi_firmware("amd64", {"/usr/share/ovmf/OVMF.fd"}.__contains__) == (
         "/usr/share/ovmf/OVMF.fd", None)
-    assert qemu.find_uefi_firmware("arm64", set().__contains__) is None
+    assert guests.find_uefi_firmware("arm64", set().__contains__) is None
 
 
 def _plan(**kw: object) -> qemu.QemuPlan:
@@ -433,10 +433,10 @@ def test_accel_auto_without_kvm_device_or_foreign_arch_does_not_probe() -> None:
 
 
 def test_serial_console_per_arch() -> None:
-    assert qemu.serial_console("amd64") == "ttyS0"
-    assert qemu.serial_console("i386") == "ttyS0"
-    assert qemu.serial_console("arm64") == "ttyAMA0"
-    assert set(qemu.SERIAL_CONSOLES) == set(qemu.QEMU_BINARIES)
+    assert guests.serial_console("amd64") == "ttyS0"
+    assert guests.serial_console("i386") == "ttyS0"
+    assert guests.serial_console("arm64") == "ttyAMA0"
+    assert set(guests.SERIAL_CONSOLES) == set(guests.QEMU_BINARIES)
 
 
 @pytest.mark.parametrize(("arch", "tty"), [("amd64", "ttyS0"), ("arm64", "ttyAMA0")])
@@ -471,7 +471,7 @@ def test_parse_args_defaults() -> None:
     assert args.file == Path("x.iso")
     assert args.firmware is None and args.accel == "auto"
     assert args.timeout == 600 and args.memory == 1024
-    assert args.arch == host_arch() or args.arch in qemu.QEMU_BINARIES
+    assert args.arch == host_arch() or args.arch in guests.QEMU_BINARIES
     args = bt.parse_args(["d.img", "--firmware", "uefi", "--user", "u/p", "--accel", "tcg",
                           "--command", "true", "-v", "--timeout", "30", "--media", "raw"])
     assert (args.firmware, args.user, args.accel, args.command, args.verbose,
@@ -735,12 +735,12 @@ OVMF_REFUSAL = (
 def test_find_uefi_firmware_with_secure_boot() -> None:
     present = {"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd",
                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"}
-    assert qemu.find_uefi_firmware("amd64", present.__contains__, secure_boot=True) == (
+    assert guests.find_uefi_firmware("amd64", present.__contains__, secure_boot=True) == (
         "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd", "/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
     # the plain variable store has no keys enrolled: not Secure Boot
-    assert qemu.find_uefi_firmware("amd64", (present - {"/usr/share/OVMF/OVMF_VARS_4M.ms.fd"})
+    assert guests.find_uefi_firmware("amd64", (present - {"/usr/share/OVMF/OVMF_VARS_4M.ms.fd"})
                                    .__contains__, secure_boot=True) is None
-    assert qemu.find_uefi_firmware("arm64", present.__contains__, secure_boot=True) is None
+    assert guests.find_uefi_firmware("arm64", present.__contains__, secure_boot=True) is None
 
 
 def test_uefi_vars_copy_names_what_to_install(tmp_path: Path,

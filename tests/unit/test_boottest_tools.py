@@ -1,5 +1,5 @@
 """What the boot test needs from the host, per architecture and firmware,
-and the Debian package each problem names (qemu.GUESTS, missing_boot_tools)."""
+and the Debian package each problem names (guests.GUESTS, missing_boot_tools)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from vmdebootstrap.boot import qemu
+from vmdebootstrap.boot import guests, qemu
 
 
 def _files(arch: str, *, secure: bool = False) -> set[str]:
-    table = qemu.UEFI_SB_FIRMWARE if secure else qemu.UEFI_FIRMWARE
+    table = guests.UEFI_SB_FIRMWARE if secure else guests.UEFI_FIRMWARE
     return {f for pair in table[arch] for f in pair if f}
 
 
@@ -22,11 +22,11 @@ def everything(name: str) -> str | None:
 
 def test_nothing_missing() -> None:
     present = _files("amd64") | _files("amd64", secure=True)
-    assert qemu.missing_boot_tools("amd64", ["bios", "uefi", "uefi-sb"], which=everything,
+    assert guests.missing_boot_tools("amd64", ["bios", "uefi", "uefi-sb"], which=everything,
                                    exists=present.__contains__) == []
-    assert qemu.missing_boot_tools("arm64", ["uefi"], which=everything,
+    assert guests.missing_boot_tools("arm64", ["uefi"], which=everything,
                                    exists=_files("arm64").__contains__) == []
-    assert qemu.missing_boot_tools("i386", [], which=everything) == []
+    assert guests.missing_boot_tools("i386", [], which=everything) == []
 
 
 @pytest.mark.parametrize(("arch", "binary", "package"), [
@@ -42,7 +42,7 @@ def test_missing_emulator_names_its_package(arch: str, binary: str, package: str
         asked.append(name)
         return None
 
-    assert qemu.missing_boot_tools(arch, [], which=which) == [
+    assert guests.missing_boot_tools(arch, [], which=which) == [
         f"{binary} is not installed: install the {package} package"]
     assert asked == [binary]
 
@@ -56,7 +56,7 @@ def test_missing_emulator_names_its_package(arch: str, binary: str, package: str
 ])
 def test_missing_firmware_names_its_package(arch: str, firmware: str, package: str,
                                             code: str) -> None:
-    problems = qemu.missing_boot_tools(arch, [firmware], which=everything,
+    problems = guests.missing_boot_tools(arch, [firmware], which=everything,
                                        exists=lambda f: False)
     assert len(problems) == 1
     assert problems[0].startswith(f"no UEFI firmware{' with Secure Boot' * (firmware == 'uefi-sb')}"
@@ -67,14 +67,14 @@ def test_missing_firmware_names_its_package(arch: str, firmware: str, package: s
 def test_plain_ovmf_is_not_secure_boot_firmware() -> None:
     # without the .ms variable store (Microsoft's keys) Secure Boot is not enforced
     present = _files("amd64")
-    assert qemu.missing_boot_tools("amd64", ["uefi", "uefi-sb"], which=everything,
+    assert guests.missing_boot_tools("amd64", ["uefi", "uefi-sb"], which=everything,
                                    exists=present.__contains__) == [
         "no UEFI firmware with Secure Boot for amd64 (/usr/share/OVMF/OVMF_CODE_4M.secboot.fd "
         "with /usr/share/OVMF/OVMF_VARS_4M.ms.fd): install the ovmf package"]
 
 
 def test_each_problem_once_emulator_first() -> None:
-    problems = qemu.missing_boot_tools("amd64", ["bios", "uefi", "uefi", "bios"],
+    problems = guests.missing_boot_tools("amd64", ["bios", "uefi", "uefi", "bios"],
                                        which=lambda n: None, exists=lambda f: False)
     assert problems == [
         "qemu-system-x86_64 is not installed: install the qemu-system-x86 package",
@@ -83,30 +83,31 @@ def test_each_problem_once_emulator_first() -> None:
 
 
 def test_what_cannot_be_booted_at_all() -> None:
-    assert qemu.missing_boot_tools("arm64", ["bios"], which=everything, exists=lambda f: True) == [
+    assert guests.missing_boot_tools("arm64", ["bios"], which=everything,
+                                     exists=lambda f: True) == [
         "arm64 boots only with UEFI firmware, not bios"]
-    assert qemu.missing_boot_tools("armhf", ["uefi-sb"], which=everything,
+    assert guests.missing_boot_tools("armhf", ["uefi-sb"], which=everything,
                                    exists=lambda f: True) == [
         "there is no UEFI firmware with Secure Boot for armhf guests"]
-    assert qemu.missing_boot_tools("arm64", ["uefi32"], which=everything,
+    assert guests.missing_boot_tools("arm64", ["uefi32"], which=everything,
                                    exists=lambda f: True) == [
         "there is no 32-bit UEFI firmware for arm64 guests"]
-    assert qemu.missing_boot_tools("i386", ["uefi32"], which=everything,
+    assert guests.missing_boot_tools("i386", ["uefi32"], which=everything,
                                    exists=lambda f: True) == [
         "there is no 32-bit UEFI firmware for i386 guests (its uefi is 32-bit)"]
-    assert qemu.missing_boot_tools("armel", ["uefi"]) == [
+    assert guests.missing_boot_tools("armel", ["uefi"]) == [
         "the boot test cannot boot armel guests, only amd64, i386, arm64, armhf"]
-    assert qemu.missing_boot_tools("amd64", ["coreboot"], which=everything) == [
+    assert guests.missing_boot_tools("amd64", ["coreboot"], which=everything) == [
         "firmware must be one of bios, uefi, uefi-sb, uefi32, not 'coreboot'"]
 
 
 def test_defaults_look_at_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(qemu.os.path, "isfile", lambda f: False)
-    assert len(qemu.missing_boot_tools("amd64", ["uefi"])) == 2
+    assert len(guests.missing_boot_tools("amd64", ["uefi"])) == 2
     monkeypatch.setattr(shutil, "which", everything)
     monkeypatch.setattr(qemu.os.path, "isfile", lambda f: True)
-    assert qemu.missing_boot_tools("amd64", ["bios", "uefi", "uefi-sb"]) == []
+    assert guests.missing_boot_tools("amd64", ["bios", "uefi", "uefi-sb"]) == []
 
 
 def test_uefi_vars_copy_says_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,4 +125,4 @@ def test_armhf_boots_like_arm64_with_its_own_emulator() -> None:
     assert argv[0] == "qemu-system-arm"
     assert argv[argv.index("-machine") + 1] == "virt"
     assert "scsi-cd,drive=cd0" in argv
-    assert qemu.serial_console("armhf") == "ttyAMA0"
+    assert guests.serial_console("armhf") == "ttyAMA0"

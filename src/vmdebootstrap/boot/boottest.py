@@ -2,7 +2,7 @@
 console, run a command and report its output and exit status.
 
 The guest must run a getty on the serial port QEMU connects to (ttyS0 on
-x86, ttyAMA0 on arm64: qemu.SERIAL_CONSOLES), with ``console=`` naming it on
+x86, ttyAMA0 on arm64: guests.SERIAL_CONSOLES), with ``console=`` naming it on
 the kernel command line, as ``--serial-console`` builds do.  The password is
 only ever typed over the serial console: it is never on QEMU's command line,
 is never logged as typed, and is masked in console output that is logged or
@@ -18,7 +18,7 @@ once, saying so.
 Everything that can be checked is checked before QEMU starts: FILE is a
 readable ISO, disk image with a partition table or qcow2 (media.check_image)
 and QEMU and the firmware for each boot are installed
-(qemu.missing_boot_tools); a refusal exits 2 and starts nothing.
+(guests.missing_boot_tools); a refusal exits 2 and starts nothing.
 
 This module is the flow; boot/boottest_args.py is the command line,
 boot/qemu.py runs QEMU, boot/media.py tells what is booted and
@@ -55,6 +55,7 @@ from vmdebootstrap.boot.console import (
     secure_boot_state,
     silent,
 )
+from vmdebootstrap.boot.guests import FIRMWARES, guest_firmwares, missing_boot_tools, serial_console
 from vmdebootstrap.boot.installer import start_installer
 from vmdebootstrap.boot.media import (
     check_image,
@@ -63,17 +64,13 @@ from vmdebootstrap.boot.media import (
     efi_loader_signed,
 )
 from vmdebootstrap.boot.qemu import (
-    FIRMWARES,
     BootTestError,
     BootTestRefused,
     boot_plan,
     choose_accel,
-    guest_firmwares,
-    missing_boot_tools,
     qemu_argv,
     qemu_running,
     scratch_dir,
-    serial_console,
     serial_of,
 )
 from vmdebootstrap.errors import VmdebootstrapError

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vmdebootstrap import __version__
-from vmdebootstrap.boot.qemu import FIRMWARES, GUESTS
+from vmdebootstrap.boot.guests import FIRMWARES, GUESTS
 from vmdebootstrap.errors import VmdebootstrapError
 from vmdebootstrap.host.binfmt import host_arch
 

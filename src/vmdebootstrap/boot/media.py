@@ -9,7 +9,8 @@ import struct
 import uuid
 from pathlib import Path
 
-from vmdebootstrap.boot.qemu import UEFI_SB_FIRMWARE, BootTestRefused, scratch_dir
+from vmdebootstrap.boot.guests import UEFI_SB_FIRMWARE
+from vmdebootstrap.boot.qemu import BootTestRefused, scratch_dir
 from vmdebootstrap.host.run import Runner
 
 ESP_TYPE_GUID = uuid.UUID("c12a7328-f81f-11d2-ba4b-00a0c93ec93b").bytes_le

@@ -3,7 +3,7 @@ host has the QEMU emulator and firmware to boot them."""
 
 from __future__ import annotations
 
-from vmdebootstrap.boot.qemu import UEFI_SB_FIRMWARE, missing_boot_tools
+from vmdebootstrap.boot.guests import UEFI_SB_FIRMWARE, missing_boot_tools
 from vmdebootstrap.intent.plan import Login
 from vmdebootstrap.intent.settings import Settings
 from vmdebootstrap.outputs.kinds import KINDS
