@@ -122,6 +122,13 @@ def elf_machine(data: bytes) -> int:
     return int.from_bytes(data[18:20], "little")
 
 
+def extract(iso: Path, member: str, dest: Path) -> bytes:
+    """The bytes of ``member`` of ``iso``, also written to ``dest``."""
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", member,
+                    str(dest)], capture_output=True, check=True)
+    return dest.read_bytes()
+
+
 def unsquash_cat(squashfs: Path, member: str) -> bytes:
     return subprocess.run(["unsquashfs", "-cat", str(squashfs), member],
                           capture_output=True, check=True).stdout

@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     EXAMPLES,
     Run,
     elf_machine,
+    extract,
     host_state,
     unsquash_cat,
     vmdebootstrap,
@@ -118,12 +119,6 @@ def boots(arm64: Built, i386: Built, arm64_image: Path) -> Boots:
     left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
     assert not left, f"the boots left these behind on the host: {left}"
     return reports
-
-
-def extract(iso: Path, member: str, dest: Path) -> bytes:
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", member,
-                    str(dest)], capture_output=True, check=True)
-    return dest.read_bytes()
 
 
 def iso_listing(iso: Path, directory: str) -> list[str]:

@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     KERNEL_APPEND,
     PRESEEDED,
     LiveBuild,
+    extract,
     host_state,
     vmdebootstrap,
 )
@@ -145,12 +146,6 @@ def boots(live_iso: Path, iso_on_disk: Path, layered: Layered) -> AllBoots:
     left = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
     assert not left, f"the boots left these behind on the host: {left}"
     return reports, started
-
-
-def extract(iso: Path, member: str, dest: Path) -> bytes:
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", member,
-                    str(dest)], capture_output=True, check=True)
-    return dest.read_bytes()
 
 
 def test_iso_has_bios_and_efi_boot_entries(live_iso: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import RecordingRunner
-from vmdebootstrap.host import native
+from vmdebootstrap.host import native, resources
 
 
 def elf(interp: str, *, wide: bool = True, size: int = 28) -> bytes:
@@ -91,7 +91,7 @@ def test_native_tools_binds_and_undoes(tmp_path: Path, monkeypatch: pytest.Monke
         programs[name] = host / name
         programs[name].write_bytes(elf(str(linker), size=len(str(linker)) + 1))
     monkeypatch.setattr(native, "host_tools", lambda tools=native.TOOLS: programs)
-    monkeypatch.setattr(native, "unmount_under", lambda *a, **k: [])
+    monkeypatch.setattr(resources, "unmount_under", lambda *a, **k: [])
     root = fake_root(tmp_path, ("cp", "dash"))  # no gzip in this root
     runner = RecordingRunner()
     with native.native_tools(runner, root) as env:

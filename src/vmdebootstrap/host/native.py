@@ -38,7 +38,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from vmdebootstrap.host.resources import mounted, remove_tree, unmount_under
+from vmdebootstrap.host.resources import mounted, remove_tree
 from vmdebootstrap.host.run import Runner
 
 log = logging.getLogger("vmdebootstrap")
@@ -172,23 +172,10 @@ def native_tools(runner: Runner, root: Path) -> Iterator[dict[str, str]]:
             copy = private / name
             copy.write_bytes(with_interpreter(programs[name].read_bytes(), INTERP))
             copy.chmod(0o755)
-            stack.enter_context(file_bound(runner, copy, target))
+            stack.enter_context(mounted(runner, str(copy), target, bind=True))
         log.info("foreign build: the host's %s run for the target's while the initramfs "
                  "is made", ", ".join(sorted(targets)))
         yield {"LD_LIBRARY_PATH": f"{PRIVATE}/lib"}
-
-
-@contextlib.contextmanager
-def file_bound(runner: Runner, source: Path, target: Path) -> Iterator[Path]:
-    """``source`` bind-mounted over the regular file ``target``."""
-    runner.run(["mount", "--bind", str(source), str(target)],
-               what=f"bind-mounting {source} on {target}")
-    try:
-        yield target
-    finally:
-        failed = unmount_under(target, runner)
-        if failed:
-            log.error("could not unmount %s", ", ".join(failed))
 
 
 # ---- checking an initramfs -------------------------------------------------------------

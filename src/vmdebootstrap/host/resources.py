@@ -265,7 +265,8 @@ def mounted(runner: Runner, source: str, target: Path, fstype: str | None = None
         argv += ["-t", fstype]
     if options:
         argv += ["-o", options]
-    target.mkdir(parents=True, exist_ok=True)
+    if not target.is_file():  # a file is bound over a file
+        target.mkdir(parents=True, exist_ok=True)
     argv += [source, str(target)]
     runner.run(argv, what=f"mounting {source} on {target}")
     try:
