@@ -250,11 +250,16 @@ def words(calls: list[list[str]]) -> list[str]:
     return [c[2] if c[0] == "chroot" else c[0] for c in calls]
 
 
-def test_bootstrap_mmdebstrap_is_one_command(plan_of: PlanOf, root: Path) -> None:
+def test_bootstrap_mmdebstrap_is_one_command_then_the_initramfs_step(plan_of: PlanOf,
+                                                                     root: Path) -> None:
+    """mmdebstrap installs everything; then update-initramfs is put back
+    (a root without kernels gets no initramfs: root.initramfs)."""
     runner = RecordingRunner()
     plan = plan_of("--tarball", TARBALL)
     bs.bootstrap(plan, runner, root)
-    assert runner.calls == [mmdebstrap_argv(plan, root)]
+    assert runner.calls == [mmdebstrap_argv(plan, root),
+                            ["chroot", str(root), "dpkg-divert", "--quiet", "--local",
+                             "--rename", "--remove", "/usr/sbin/update-initramfs"]]
 
 
 def test_bootstrap_debootstrap_then_apt(plan_of: PlanOf, root: Path, tmp_path: Path) -> None:

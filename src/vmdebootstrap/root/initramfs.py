@@ -60,17 +60,19 @@ def tools_for(plan: Plan, runner: Runner, root: Path) -> Iterator[Mapping[str, s
 
 
 def make_initramfs(plan: Plan, runner: Runner, root: Path) -> None:
-    """The real update-initramfs back in place, then each kernel's initramfs
-    made once (created, or updated where the kernel's postinst ran)."""
+    """The stand-in and its diversion gone (whether or not initramfs-tools
+    came), then each kernel's initramfs made once (created, or updated
+    where the kernel's postinst ran)."""
     real = root / UPDATE_INITRAMFS.lstrip("/")
-    if not (root / UPDATE_INITRAMFS_ASIDE.lstrip("/")).exists():
-        return  # no initramfs-tools: nothing was held
+    real.unlink(missing_ok=True)
+    runner.run(chroot_argv(root, ["dpkg-divert", "--quiet", "--local", "--rename",
+                                  "--remove", UPDATE_INITRAMFS]),
+               env=chroot_env(), what="putting update-initramfs back in the root failed")
+    versions = kernel_versions(root) if real.exists() else []
+    if not versions:
+        return
     with chroot_mounts(runner, root):
-        real.unlink(missing_ok=True)
-        runner.run(chroot_argv(root, ["dpkg-divert", "--quiet", "--local", "--rename",
-                                      "--remove", UPDATE_INITRAMFS]),
-                   env=chroot_env(), what="putting update-initramfs back in the root failed")
-        for version in kernel_versions(root):
+        for version in versions:
             op = "-u" if (root / f"boot/initrd.img-{version}").exists() else "-c"
             update(plan, runner, root, [op, "-k", version])
 
