@@ -50,6 +50,8 @@ def held_root(tmp_path: Path, *, initramfs_tools: bool, kernels: tuple[str, ...]
         (root / "boot").mkdir(exist_ok=True)
         (root / f"boot/vmlinuz-{version}").write_bytes(b"kernel")
     (root / "lib/modules/6.1.0-no-image").mkdir(parents=True)  # modules without a kernel
+    (root / "dev").mkdir()
+    (root / "dev/null").touch()  # as the bootstrap made it: chroot_mounts makes no nodes
     return root
 
 
