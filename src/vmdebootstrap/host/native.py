@@ -118,6 +118,13 @@ def root_file(root: Path, path: str) -> Path | None:
     return current if current.is_file() and not current.is_symlink() else None
 
 
+def interpreter_of(path: Path) -> str | None:
+    """The ELF interpreter ``path`` asks for (PT_INTERP is in its first page)."""
+    with path.open("rb") as f:
+        found = elf_interpreter(f.read(4096))
+    return found[2] if found else None
+
+
 def host_tools(tools: Sequence[str] = TOOLS) -> dict[str, Path]:
     """The host's programs among ``tools`` that its dynamic linker runs."""
     found = {}
@@ -126,22 +133,17 @@ def host_tools(tools: Sequence[str] = TOOLS) -> dict[str, Path]:
         if where is None:
             continue
         real = Path(where).resolve()
-        with real.open("rb") as f:
-            if elf_interpreter(f.read(4096)) is not None:
-                found[name] = real
+        if interpreter_of(real) is not None:
+            found[name] = real
     return found
 
 
 def host_linker(programs: dict[str, Path]) -> Path | None:
     """The host's dynamic linker (its real file), which all ``programs`` ask for."""
-    interps = set()
-    for path in programs.values():
-        found = elf_interpreter(path.read_bytes())
-        if found:
-            interps.add(found[2])
+    interps = {interpreter_of(path) for path in programs.values()} - {None}
     if len(interps) != 1:
         return None
-    linker = Path(interps.pop()).resolve()
+    linker = Path(str(interps.pop())).resolve()
     return linker if linker.is_file() else None
 
 
